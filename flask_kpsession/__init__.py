@@ -1,0 +1,30 @@
+"""flask-kpsession: server-side login sessions for Flask, kept in a SQL database."""
+
+from __future__ import annotations
+
+from .config import DEFAULTS
+from .errors import (
+    ConfigurationError,
+    DatabaseUnavailableError,
+    DuplicateSessionError,
+    InvalidCredentialsError,
+    KPSessionError,
+    NoSessionFoundError,
+)
+from .extension import KPSession
+from .hook import current_session, login_required
+from .record import UserSession
+
+__all__ = [
+    "DEFAULTS",
+    "ConfigurationError",
+    "DatabaseUnavailableError",
+    "DuplicateSessionError",
+    "InvalidCredentialsError",
+    "KPSession",
+    "KPSessionError",
+    "NoSessionFoundError",
+    "UserSession",
+    "current_session",
+    "login_required",
+]

@@ -1,0 +1,285 @@
+"""Configuration keys, their defaults, and the validation run once in ``init_app``.
+
+All knobs live in ``app.config`` under the ``KPSESSION_`` prefix. They are read and
+checked once, when the extension is registered, into a frozen :class:`Settings`;
+the request path never looks at ``app.config`` again.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from types import MappingProxyType
+from typing import Any, Literal
+
+from .errors import ConfigurationError
+
+logger = logging.getLogger(__name__)
+
+#: Every configuration key with its default. ``init_app`` applies these with
+#: ``setdefault``, so ``app.config`` shows the values in force.
+DEFAULTS: Mapping[str, Any] = MappingProxyType(
+    {
+        # Idle timeout: minutes (int) or a timedelta.
+        "KPSESSION_TIMEOUT": 120,
+        # Lifetime since login however active: minutes, a timedelta, or None.
+        "KPSESSION_ABSOLUTE_TIMEOUT": 1440,
+        # Time between purges of timed-out sessions: minutes or a timedelta.
+        "KPSESSION_CLEANUP_INTERVAL": 5,
+        # Run the purge job in each process that serves requests.
+        "KPSESSION_CLEANUP_ENABLED": True,
+        # Log every purge at INFO with its count.
+        "KPSESSION_CLEANUP_VERBOSE": True,
+        # Rows deleted per committed batch of the purge.
+        "KPSESSION_CLEANUP_BATCH_SIZE": 2000,
+        # True: exact address; "subnet": same IPv4 /24 or IPv6 /64; False: any.
+        "KPSESSION_BIND_IP": True,
+        # Where the login/logout/check blueprint is mounted ("" for the root).
+        "KPSESSION_URL_PREFIX": "/auth",
+        # Register the blueprint at all.
+        "KPSESSION_ROUTES_ENABLED": True,
+        # Validate the token in a before_request hook (else lazily, on first use).
+        "KPSESSION_HOOK_ENABLED": True,
+        # Name of the cookie that carries the token.
+        "KPSESSION_COOKIE_NAME": "kp_session",
+        # True: always mark the cookie Secure; False: only over HTTPS.
+        "KPSESSION_COOKIE_SECURE": False,
+        # SameSite attribute of the cookie: "Lax" or "Strict".
+        "KPSESSION_COOKIE_SAMESITE": "Lax",
+        # Prefix the cookie name with "__Host-" (needs KPSESSION_COOKIE_SECURE).
+        "KPSESSION_COOKIE_HOST_PREFIX": False,
+        # Skip the idle-clock write while the last refresh is younger than this;
+        # capped at a tenth of the idle timeout.
+        "KPSESSION_REFRESH_THROTTLE": timedelta(seconds=60),
+        # Random bytes per token (at least 32: 256 bits).
+        "KPSESSION_TOKEN_BYTES": 32,
+        # Argon2id cost of the built-in users table (OWASP minimum: t=2, 19 MiB).
+        "KPSESSION_PASSWORD_TIME_COST": 3,
+        "KPSESSION_PASSWORD_MEMORY_COST": 65536,
+        "KPSESSION_PASSWORD_PARALLELISM": 4,
+        # Longest password accepted, in characters.
+        "KPSESSION_MAX_PASSWORD_LENGTH": 1024,
+        # Directives of the Clear-Site-Data header sent by /logout (empty: none).
+        "KPSESSION_CLEAR_SITE_DATA": ("cache",),
+    }
+)
+
+#: The OWASP floor for argon2id: t=2 iterations with 19 MiB of memory.
+MIN_TIME_COST = 2
+MIN_MEMORY_COST = 19 * 1024
+MAX_TOKEN_BYTES = 192
+MAX_USERNAME_LENGTH = 255
+CLEAR_SITE_DATA_DIRECTIVES = frozenset(
+    {"cache", "cookies", "storage", "executionContexts", "*"}
+)
+
+BindPolicy = Literal[True, False, "subnet"]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The validated configuration of one app, read once at ``init_app``."""
+
+    idle_timeout: timedelta
+    absolute_timeout: timedelta | None
+    cleanup_interval: timedelta
+    cleanup_enabled: bool
+    cleanup_verbose: bool
+    cleanup_batch_size: int
+    bind_ip: BindPolicy
+    url_prefix: str
+    routes_enabled: bool
+    hook_enabled: bool
+    cookie_name: str
+    cookie_secure: bool
+    cookie_samesite: str
+    refresh_throttle: timedelta
+    token_bytes: int
+    password_time_cost: int
+    password_memory_cost: int
+    password_parallelism: int
+    max_password_length: int
+    clear_site_data: tuple[str, ...]
+
+
+def _fail(key: str, value: object, accepted: str) -> ConfigurationError:
+    return ConfigurationError(f"{key}={value!r} is not valid: expected {accepted}.")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _duration(key: str, value: object) -> timedelta:
+    accepted = "a positive number of minutes (int) or a positive timedelta"
+    if _is_int(value):
+        assert isinstance(value, int)
+        if value > 0:
+            return timedelta(minutes=value)
+    elif isinstance(value, timedelta) and value > timedelta(0):
+        return value
+    raise _fail(key, value, accepted)
+
+
+def _optional_duration(key: str, value: object) -> timedelta | None:
+    if value is None:
+        return None
+    try:
+        return _duration(key, value)
+    except ConfigurationError:
+        raise _fail(
+            key, value, "a positive number of minutes, a positive timedelta, or None"
+        ) from None
+
+
+def _flag(key: str, value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise _fail(key, value, "True or False")
+
+
+def _int_in(key: str, value: object, low: int, high: int | None = None) -> int:
+    if _is_int(value):
+        assert isinstance(value, int)
+        if value >= low and (high is None or value <= high):
+            return value
+    bound = f"from {low} to {high}" if high is not None else f"of at least {low}"
+    raise _fail(key, value, f"a whole number {bound}")
+
+
+def _bind_ip(key: str, value: object) -> BindPolicy:
+    if value is True or value is False or value == "subnet":
+        return value
+    raise _fail(key, value, 'True, False or "subnet"')
+
+
+_PREFIX = re.compile(r"(/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)*")
+_COOKIE_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def _url_prefix(key: str, value: object) -> str:
+    if isinstance(value, str) and _PREFIX.fullmatch(value):
+        return value
+    raise _fail(key, value, 'a path starting with "/" and not ending with "/", or ""')
+
+
+def _cookie_name(key: str, value: object) -> str:
+    if isinstance(value, str) and _COOKIE_NAME.fullmatch(value):
+        if not value.startswith(("__Host-", "__Secure-")):
+            return value
+    raise _fail(
+        key,
+        value,
+        "a non-empty cookie token without a __Host-/__Secure- prefix "
+        "(use KPSESSION_COOKIE_HOST_PREFIX for that)",
+    )
+
+
+def _samesite(key: str, value: object) -> str:
+    if isinstance(value, str) and value.capitalize() in ("Lax", "Strict"):
+        return value.capitalize()
+    raise _fail(key, value, '"Lax" or "Strict"')
+
+
+def _clear_site_data(key: str, value: object) -> tuple[str, ...]:
+    if isinstance(value, (list, tuple)) and all(
+        isinstance(item, str) and item in CLEAR_SITE_DATA_DIRECTIVES for item in value
+    ):
+        return tuple(value)
+    raise _fail(
+        key,
+        value,
+        "a list of Clear-Site-Data directives from "
+        + ", ".join(sorted(CLEAR_SITE_DATA_DIRECTIVES)),
+    )
+
+
+def _read(config: Mapping[str, Any], key: str, check: Callable[..., Any]) -> Any:
+    return check(key, config[key])
+
+
+def load_settings(config: Mapping[str, Any]) -> Settings:
+    """Validate the ``KPSESSION_*`` keys of ``config`` into :class:`Settings`.
+
+    :param config: the app's config, with :data:`DEFAULTS` already applied.
+    :raises ConfigurationError: naming the first key whose value is not accepted.
+    """
+    idle = _read(config, "KPSESSION_TIMEOUT", _duration)
+    throttle_value = config["KPSESSION_REFRESH_THROTTLE"]
+    if isinstance(throttle_value, timedelta) and throttle_value == timedelta(0):
+        throttle = timedelta(0)
+    else:
+        throttle = _read(config, "KPSESSION_REFRESH_THROTTLE", _duration)
+    if throttle > idle / 10:
+        logger.info(
+            "KPSESSION_REFRESH_THROTTLE %s is above a tenth of the idle timeout; "
+            "using %s",
+            throttle,
+            idle / 10,
+        )
+        throttle = idle / 10
+
+    host_prefix = _read(config, "KPSESSION_COOKIE_HOST_PREFIX", _flag)
+    secure = _read(config, "KPSESSION_COOKIE_SECURE", _flag)
+    if host_prefix and not secure:
+        raise ConfigurationError(
+            "KPSESSION_COOKIE_HOST_PREFIX=True is not valid with "
+            "KPSESSION_COOKIE_SECURE=False: browsers accept a __Host- cookie "
+            "only when it is Secure; set KPSESSION_COOKIE_SECURE=True."
+        )
+    cookie_name = _read(config, "KPSESSION_COOKIE_NAME", _cookie_name)
+
+    return Settings(
+        idle_timeout=idle,
+        absolute_timeout=_read(
+            config, "KPSESSION_ABSOLUTE_TIMEOUT", _optional_duration
+        ),
+        cleanup_interval=_read(config, "KPSESSION_CLEANUP_INTERVAL", _duration),
+        cleanup_enabled=_read(config, "KPSESSION_CLEANUP_ENABLED", _flag),
+        cleanup_verbose=_read(config, "KPSESSION_CLEANUP_VERBOSE", _flag),
+        cleanup_batch_size=_int_in(
+            "KPSESSION_CLEANUP_BATCH_SIZE",
+            config["KPSESSION_CLEANUP_BATCH_SIZE"],
+            1,
+            50_000,
+        ),
+        bind_ip=_read(config, "KPSESSION_BIND_IP", _bind_ip),
+        url_prefix=_read(config, "KPSESSION_URL_PREFIX", _url_prefix),
+        routes_enabled=_read(config, "KPSESSION_ROUTES_ENABLED", _flag),
+        hook_enabled=_read(config, "KPSESSION_HOOK_ENABLED", _flag),
+        cookie_name=f"__Host-{cookie_name}" if host_prefix else cookie_name,
+        cookie_secure=secure,
+        cookie_samesite=_read(config, "KPSESSION_COOKIE_SAMESITE", _samesite),
+        refresh_throttle=throttle,
+        token_bytes=_int_in(
+            "KPSESSION_TOKEN_BYTES", config["KPSESSION_TOKEN_BYTES"], 32, 192
+        ),
+        password_time_cost=_int_in(
+            "KPSESSION_PASSWORD_TIME_COST",
+            config["KPSESSION_PASSWORD_TIME_COST"],
+            MIN_TIME_COST,
+            100,
+        ),
+        password_memory_cost=_int_in(
+            "KPSESSION_PASSWORD_MEMORY_COST",
+            config["KPSESSION_PASSWORD_MEMORY_COST"],
+            MIN_MEMORY_COST,
+            4 * 1024 * 1024,
+        ),
+        password_parallelism=_int_in(
+            "KPSESSION_PASSWORD_PARALLELISM",
+            config["KPSESSION_PASSWORD_PARALLELISM"],
+            1,
+            64,
+        ),
+        max_password_length=_int_in(
+            "KPSESSION_MAX_PASSWORD_LENGTH",
+            config["KPSESSION_MAX_PASSWORD_LENGTH"],
+            8,
+            65536,
+        ),
+        clear_site_data=_read(config, "KPSESSION_CLEAR_SITE_DATA", _clear_site_data),
+    )

@@ -1,0 +1,180 @@
+"""Talking to the session database: engine set-up, table creation, outages.
+
+Every statement of the extension runs through :meth:`Database.run`, which gives
+one place to retry what is worth retrying (a pooled connection the server closed,
+a deadlock, a busy SQLite file) and to turn an unreachable server into
+:class:`DatabaseUnavailableError` instead of a stack trace.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import TypeVar
+
+from sqlalchemy import Connection, Engine, event, exc
+from sqlalchemy.schema import CreateIndex, CreateTable
+
+from .errors import DatabaseUnavailableError
+from .models import Tables
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: MariaDB/MySQL errors after which the same work may simply be run again.
+_MYSQL_RETRYABLE = {1205, 1213}  # lock wait timeout, deadlock
+_ATTEMPTS = 3
+#: After a failed table creation, wait this long before trying again.
+_SCHEMA_RETRY_SECONDS = 2.0
+
+_configured_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def _mysql_code(error: exc.DBAPIError) -> int | None:
+    args = getattr(error.orig, "args", ())
+    if args and isinstance(args[0], int):
+        return args[0]
+    return None
+
+
+def is_retryable(error: exc.DBAPIError) -> bool:
+    """Tell whether running the same work again may well succeed."""
+    if error.connection_invalidated:
+        return True
+    if _mysql_code(error) in _MYSQL_RETRYABLE:
+        return True
+    return "database is locked" in str(error.orig)
+
+
+def is_outage(error: Exception) -> bool:
+    """Tell whether ``error`` means the database cannot be reached right now."""
+    if isinstance(error, exc.TimeoutError):
+        return True
+    if isinstance(error, (exc.OperationalError, exc.InterfaceError)):
+        return True
+    return isinstance(error, exc.DBAPIError) and error.connection_invalidated
+
+
+def _sqlite_pragmas(wal: bool) -> Callable[..., None]:
+    def on_connect(dbapi_connection: object, connection_record: object) -> None:
+        cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
+        try:
+            cursor.execute("PRAGMA busy_timeout = 10000")
+            if wal:
+                cursor.execute("PRAGMA journal_mode = WAL")
+                cursor.execute("PRAGMA synchronous = NORMAL")
+        finally:
+            cursor.close()
+
+    return on_connect
+
+
+class Database:
+    """The extension's handle on one app's engine and tables."""
+
+    def __init__(self, engine: Engine, tables: Tables, *, owns_engine: bool) -> None:
+        self.engine = engine
+        self.tables = tables
+        self._tables_ready = False
+        self._schema_lock = threading.Lock()
+        self._next_schema_attempt = 0.0
+
+        if engine.dialect.name == "sqlite" and engine not in _configured_engines:
+            event.listen(engine, "connect", _sqlite_pragmas(wal=owns_engine))
+            _configured_engines.add(engine)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def prepare(self) -> None:
+        """Create missing tables at start-up, tolerating an unreachable server.
+
+        The pool is disposed afterwards, so no connection opened here is
+        inherited by worker processes forked later.
+        """
+        try:
+            self.ensure_tables()
+        except DatabaseUnavailableError as error:
+            logger.warning(
+                "session tables not checked at start-up (%s); will retry on first use",
+                error,
+            )
+        finally:
+            self.engine.dispose()
+
+    def ensure_tables(self) -> None:
+        """Create the tables if this process has not yet seen them exist."""
+        if self._tables_ready:
+            return
+
+        with self._schema_lock:
+            if self._tables_ready:
+                return
+            if time.monotonic() < self._next_schema_attempt:
+                raise DatabaseUnavailableError("session database is unavailable")
+            try:
+                self._run_once(self._create_tables)
+            except DatabaseUnavailableError:
+                self._next_schema_attempt = time.monotonic() + _SCHEMA_RETRY_SECONDS
+                raise
+            self._tables_ready = True
+
+    def _create_tables(self, conn: Connection) -> None:
+        tables = list(self.tables.all)
+        if self.dialect in ("mysql", "mariadb"):
+            # Serialise creation across processes: two workers checking then
+            # creating at once would both see the table missing.
+            conn.exec_driver_sql("SELECT GET_LOCK('flask_kpsession_schema', 60)")
+            try:
+                for table in tables:
+                    table.create(conn, checkfirst=True)
+            finally:
+                conn.exec_driver_sql("SELECT RELEASE_LOCK('flask_kpsession_schema')")
+            return
+        if self.dialect == "postgresql":
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7351946211)")
+            for table in tables:
+                table.create(conn, checkfirst=True)
+            return
+        for table in tables:
+            conn.execute(CreateTable(table, if_not_exists=True))
+            for index in table.indexes:
+                conn.execute(CreateIndex(index, if_not_exists=True))
+
+    def run(self, work: Callable[[Connection], T]) -> T:
+        """Run ``work`` in one transaction and commit it, retrying transient faults.
+
+        :raises DatabaseUnavailableError: the server cannot be reached.
+        """
+        self.ensure_tables()
+        return self._run_once(work)
+
+    def _run_once(self, work: Callable[[Connection], T]) -> T:
+        for attempt in range(1, _ATTEMPTS + 1):
+            try:
+                with self.engine.connect() as conn:
+                    result = work(conn)
+                    conn.commit()
+                    return result
+            except exc.DBAPIError as error:
+                if attempt < _ATTEMPTS and is_retryable(error):
+                    logger.debug("retrying after a transient database error: %s", error)
+                    time.sleep(0.01 * attempt)
+                    continue
+                if is_outage(error):
+                    raise DatabaseUnavailableError(_describe(error)) from error
+                raise
+            except exc.TimeoutError as error:
+                raise DatabaseUnavailableError(_describe(error)) from error
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _describe(error: Exception) -> str:
+    """A one-line reason for logs: the driver's message without SQL or parameters."""
+    orig = getattr(error, "orig", None) or error
+    return f"{type(orig).__name__}: {str(orig).splitlines()[0] if str(orig) else ''}"

@@ -1,0 +1,348 @@
+"""The Flask extension object, :class:`KPSession`, and its public operations."""
+
+from __future__ import annotations
+
+import logging
+import os
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from flask import Flask, Response, current_app, g, request
+from flask_sqlalchemy import SQLAlchemy
+
+from . import scheduler, signals
+from .cli import kpsession_cli
+from .config import DEFAULTS, Settings, load_settings
+from .database import Database
+from .errors import DatabaseUnavailableError, InvalidCredentialsError
+from .hook import _G_ATTR, RequestState, request_state
+from .models import define_tables
+from .purge import Purger
+from .record import UserSession
+from .store import SessionStore
+from .tokens import TokenHasher
+from .transport import clear_session_cookie, read_token, set_session_cookie
+from .users import UserStore
+from .views import blueprint
+
+logger = logging.getLogger(__name__)
+
+PasswordCheck = Callable[[str, str], Any]
+
+
+@dataclass
+class _AppState:
+    """Everything the extension keeps for one app."""
+
+    settings: Settings
+    db: SQLAlchemy
+    database: Database
+    sessions: SessionStore
+    users: UserStore
+    purger: Purger
+    loop_pid: int | None = None
+
+
+def _default_database_uri(app: Flask) -> str:
+    os.makedirs(app.instance_path, exist_ok=True)
+    path = os.path.join(app.instance_path, "kpsession.sqlite3")
+    return f"sqlite:///{path}"
+
+
+class KPSession:
+    """Server-side login sessions kept in a SQL database.
+
+    :param app: the app to register with now, or ``None`` for ``init_app`` later.
+    :param db: the app's own ``SQLAlchemy`` instance. Without it the extension
+        uses the one registered on the app, else brings its own.
+    """
+
+    def __init__(self, app: Flask | None = None, db: SQLAlchemy | None = None) -> None:
+        self._db = db
+        self._states: weakref.WeakKeyDictionary[Flask, _AppState] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._verify_password: PasswordCheck | None = None
+        if app is not None:
+            self.init_app(app)
+
+    # -- registration ------------------------------------------------------------
+
+    def init_app(self, app: Flask) -> None:
+        """Register the extension on ``app``: config, tables, routes, hook and CLI.
+
+        :raises RuntimeError: the extension is already registered on ``app``.
+        :raises ConfigurationError: a ``KPSESSION_*`` value is not accepted.
+        """
+        if "kpsession" in app.extensions:
+            raise RuntimeError(
+                "flask-kpsession is already registered on this app; call init_app "
+                "once per app (a KPSession(app) constructor call registers it too)."
+            )
+        for key, value in DEFAULTS.items():
+            app.config.setdefault(key, value)
+        settings = load_settings(app.config)
+
+        db, owns_db = self._resolve_db(app)
+        with app.app_context():
+            engine = db.engine
+        database = Database(engine, define_tables(db.metadata), owns_engine=owns_db)
+        hasher = TokenHasher(
+            [
+                app.config.get("SECRET_KEY"),
+                *(app.config.get("SECRET_KEY_FALLBACKS") or []),
+            ]
+        )
+        self._states[app] = _AppState(
+            settings=settings,
+            db=db,
+            database=database,
+            sessions=SessionStore(database, settings, hasher),
+            users=UserStore(database, settings),
+            purger=Purger(database, settings.cleanup_batch_size),
+        )
+        app.extensions["kpsession"] = self
+
+        if not hasher.keyed:
+            logger.warning(
+                "SECRET_KEY is not set: session tokens are stored as plain SHA-256 "
+                "hashes; set SECRET_KEY so that they are keyed (HMAC-SHA256)."
+            )
+        if not settings.cookie_secure and not (app.debug or app.testing):
+            logger.warning(
+                "KPSESSION_COOKIE_SECURE is False: the session cookie is marked "
+                "Secure only on requests that arrive over HTTPS; set it to True "
+                "in production."
+            )
+
+        if settings.routes_enabled:
+            app.register_blueprint(blueprint, url_prefix=settings.url_prefix or None)
+        app.before_request(self._before_request)
+        app.cli.add_command(kpsession_cli)
+        database.prepare()
+
+    def _resolve_db(self, app: Flask) -> tuple[SQLAlchemy, bool]:
+        registered: SQLAlchemy | None = app.extensions.get("sqlalchemy")
+        if self._db is not None and registered is self._db:
+            return self._db, False
+        if self._db is None and registered is not None:
+            return registered, False
+
+        if not app.config.get("SQLALCHEMY_DATABASE_URI") and not app.config.get(
+            "SQLALCHEMY_BINDS"
+        ):
+            app.config["SQLALCHEMY_DATABASE_URI"] = _default_database_uri(app)
+        if self._db is not None:
+            self._db.init_app(app)
+            return self._db, False
+        db = SQLAlchemy()
+        db.init_app(app)
+        return db, True
+
+    def _state(self, app: Flask | None = None) -> _AppState:
+        target = app or current_app._get_current_object()  # type: ignore[attr-defined]
+        try:
+            return self._states[target]
+        except KeyError:
+            raise RuntimeError(
+                "flask-kpsession is not registered on this app; call init_app(app)."
+            ) from None
+
+    def settings(self, app: Flask | None = None) -> Settings:
+        """Return the validated settings of ``app`` (default: the current app)."""
+        return self._state(app).settings
+
+    def db(self, app: Flask | None = None) -> SQLAlchemy:
+        """Return the ``SQLAlchemy`` instance whose metadata holds the tables."""
+        return self._state(app).db
+
+    def verify_password(self, check: PasswordCheck) -> PasswordCheck:
+        """Register ``check(username, password)`` as the credentials check.
+
+        Use as a decorator. It returns a true value when the pair matches; from
+        then on the built-in users table is not consulted.
+        """
+        self._verify_password = check
+        return check
+
+    # -- request path ------------------------------------------------------------
+
+    def _before_request(self) -> None:
+        state = self._state()
+        if state.loop_pid != os.getpid():
+            state.loop_pid = os.getpid()
+            if state.settings.cleanup_enabled:
+                self.start_timeout_loop(verbose=state.settings.cleanup_verbose)
+        if state.settings.hook_enabled and request.endpoint != "static":
+            request_state()
+
+    def resolve_request(self) -> RequestState:
+        """Validate the current request's token; refresh a live session's clock.
+
+        Called once per request, by the hook or on first use of the session.
+        """
+        state = self._state()
+        token = read_token(request, state.settings)
+        if token is None:
+            return RequestState()
+        try:
+            found = state.sessions.lookup(
+                request.remote_addr or "",
+                token,
+                refresh_after=state.settings.refresh_throttle,
+            )
+        except DatabaseUnavailableError as error:
+            logger.warning("session not checked, database unavailable: %s", error)
+            return RequestState(token=token, unavailable=True)
+        return RequestState(token=token, session=found.session if found.live else None)
+
+    def log_in(self, username: str, password: str) -> UserSession:
+        """Check the credentials and start a fresh session for this request.
+
+        The code behind ``POST /login``; host apps call it for their own login
+        forms. Any session the request presented is ended first: a login always
+        issues a new token and never adopts one the client chose.
+
+        :raises InvalidCredentialsError: the same for unknown user and bad password.
+        """
+        state = self._state()
+        addr = request.remote_addr or ""
+        check = self._verify_password or state.users.verify
+        try:
+            matched = bool(check(username, password))
+        except ValueError:
+            matched = False
+        if not matched:
+            logger.info("failed login for %r from %s", username, addr)
+            raise InvalidCredentialsError("invalid username or password")
+
+        previous = read_token(request, state.settings)
+        if previous:
+            state.sessions.remove(addr, previous, reason="logout")
+        session = state.sessions.generate(
+            addr, username, request.headers.get("User-Agent", "")
+        )
+        setattr(g, _G_ATTR, RequestState(token=session.token, session=session))
+        logger.info("login of %r from %s", username, addr)
+        return session
+
+    def log_out(self) -> bool:
+        """End the session this request presents; return whether one was deleted."""
+        state = self._state()
+        token = read_token(request, state.settings)
+        removed = False
+        if token:
+            removed = state.sessions.remove(request.remote_addr or "", token)
+        setattr(g, _G_ATTR, RequestState())
+        if removed:
+            logger.info("logout from %s", request.remote_addr)
+        return removed
+
+    def set_cookie(self, response: Response, session: UserSession) -> None:
+        """Put the token of ``session`` in the session cookie of ``response``."""
+        assert session.token is not None
+        set_session_cookie(response, request, self._state().settings, session.token)
+
+    def clear_cookie(self, response: Response) -> None:
+        """Expire the session cookie in the browser."""
+        clear_session_cookie(response, request, self._state().settings)
+
+    def create_user(self, username: str, password: str) -> None:
+        """Add a user to the built-in users table.
+
+        :raises ValueError: the username or password is not acceptable, or taken.
+        """
+        self._state().users.create(username, password)
+
+    def set_password(self, username: str, password: str) -> bool:
+        """Replace a built-in user's password; return whether the user exists."""
+        return self._state().users.set_password(username, password)
+
+    # -- the session operations --------------------------------------------------
+
+    def get_session(self, addr: str, token: str) -> UserSession:
+        """Return the live session of ``token`` for ``addr``.
+
+        A timed-out session is deleted on the way.
+
+        :raises NoSessionFoundError: absent, bound to another address, or timed out.
+        """
+        return self._state().sessions.get(addr, token)
+
+    def remove_session(self, addr: str, token: str) -> bool:
+        """Delete the session of ``token`` unless it is bound to another address.
+
+        :return: whether a session was deleted.
+        """
+        return self._state().sessions.remove(addr, token)
+
+    def add_session(self, sess: UserSession) -> None:
+        """Store ``sess`` (its token chosen by the caller), filling in its fields.
+
+        :raises DuplicateSessionError: a session with that token is already stored.
+        :raises ValueError: the token, address or username is malformed.
+        """
+        self._state().sessions.add(sess)
+
+    def generate_session(self, addr: str, uname: str) -> UserSession:
+        """Store and return a new session for ``uname`` with a fresh random token."""
+        return self._state().sessions.generate(addr, uname)
+
+    def use_session(self, addr: str, token: str) -> bool:
+        """Refresh the idle clock of a live session; return whether one was."""
+        return self._state().sessions.use(addr, token)
+
+    def session_exists(self, addr: str, token: str) -> bool:
+        """Tell whether ``token`` names a live session for ``addr``; changes nothing."""
+        return self._state().sessions.exists(addr, token)
+
+    def delete_timed_out_sessions(self, timeout: int | timedelta | None = None) -> int:
+        """Delete sessions idle for at least ``timeout`` or past their lifetime.
+
+        :param timeout: minutes or a timedelta; ``None`` for the configured idle
+            timeout; ``0`` deletes every session.
+        :return: the number of sessions deleted.
+        """
+        state = self._state()
+        if timeout is not None:
+            if isinstance(timeout, bool) or not isinstance(timeout, (int, timedelta)):
+                raise TypeError("timeout must be minutes (int) or a timedelta")
+            timeout = (
+                timeout
+                if isinstance(timeout, timedelta)
+                else timedelta(minutes=timeout)
+            )
+            if timeout < timedelta(0):
+                raise ValueError("timeout must not be negative")
+        count = state.purger.purge(state.sessions.boundary(timeout))
+        signals.purge_finished.send(current_app._get_current_object(), count=count)  # type: ignore[attr-defined]
+        return count
+
+    def start_timeout_loop(self, verbose: bool = True) -> None:
+        """Start (once) the background job that purges every cleanup interval."""
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        interval = self._state(app).settings.cleanup_interval
+        started = scheduler.start_job(
+            app, interval, lambda target: self._scheduled_purge(target, verbose)
+        )
+        if started:
+            logger.info("purge job started: every %s", interval)
+
+    def stop_timeout_loop(self) -> None:
+        """Stop the purge job of the current app; do nothing when none runs."""
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        if scheduler.stop_job_by_id(scheduler.job_id(app)):
+            logger.info("purge job stopped")
+
+    def _scheduled_purge(self, app: Flask, verbose: bool) -> None:
+        with app.app_context():
+            try:
+                count = self.delete_timed_out_sessions()
+            except Exception as error:
+                logger.warning("purge of timed-out sessions failed: %s", error)
+                return
+        if verbose:
+            logger.info("purged %d timed-out sessions", count)

@@ -1,0 +1,86 @@
+"""Per-request session state: the before_request hook and its helpers.
+
+The request's session is resolved at most once, into one ``g`` attribute: by the
+before_request hook when it is enabled, else on first use of
+:data:`current_session` or :func:`login_required`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import wraps
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from flask import current_app, g, has_request_context
+from werkzeug.local import LocalProxy
+
+from .record import UserSession
+from .responses import unauthorized, unavailable
+
+if TYPE_CHECKING:
+    from .extension import KPSession
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_G_ATTR = "_kpsession"
+
+
+@dataclass
+class RequestState:
+    """What the current request carries.
+
+    :param token: the presented token, as sent (``None`` when there is none).
+    :param session: the live session it names, if any.
+    :param unavailable: the database could not be asked, so nobody can say.
+    """
+
+    token: str | None = None
+    session: UserSession | None = None
+    unavailable: bool = False
+
+
+def request_state() -> RequestState:
+    """Return the current request's session state, resolving it on first use."""
+    state: RequestState | None = g.get(_G_ATTR)
+    if state is None:
+        extension = cast("KPSession", current_app.extensions["kpsession"])
+        state = extension.resolve_request()
+        setattr(g, _G_ATTR, state)
+    return state
+
+
+def forget_request_state() -> None:
+    """Drop the resolved state, after a login or logout changed it."""
+    g.pop(_G_ATTR, None)
+
+
+def _current_session() -> UserSession | None:
+    if not has_request_context():
+        return None
+    return request_state().session
+
+
+#: The live session of the current request: truthy and behaving as the
+#: :class:`UserSession` when there is one, falsy otherwise (test its truth;
+#: a proxy is never ``None``).
+current_session: UserSession = LocalProxy(_current_session)  # type: ignore[assignment]
+
+
+def login_required(view: F) -> F:
+    """Let the view run only for a request with a live session.
+
+    Answers 401 JSON without one, and 503 JSON while the session database is
+    unreachable: an outage must not look like a logout.
+    """
+
+    @wraps(view)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        state = request_state()
+        if state.session is not None:
+            return view(*args, **kwargs)
+        if state.unavailable:
+            return unavailable()
+        return unauthorized()
+
+    return cast(F, guarded)

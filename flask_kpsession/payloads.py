@@ -1,0 +1,104 @@
+"""Reading the login request body, with a clear 4xx for every malformed shape."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from flask import Request
+
+from .config import MAX_USERNAME_LENGTH
+
+#: Larger bodies are refused before they are parsed.
+MAX_BODY_BYTES = 64 * 1024
+
+_FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+@dataclass(frozen=True)
+class BadPayload(Exception):
+    """A request body that cannot be a login; carries the HTTP answer."""
+
+    status: int
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """A username and password as the client sent them."""
+
+    username: str
+    password: str
+
+
+def _is_json(mimetype: str) -> bool:
+    return mimetype == "application/json" or mimetype.endswith("+json")
+
+
+def _fields(request: Request) -> dict[str, object]:
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        raise BadPayload(413, "payload_too_large", "The request body is too large.")
+    mimetype = request.mimetype
+    if _is_json(mimetype):
+        raw = request.get_data(cache=True)
+        if len(raw) > MAX_BODY_BYTES:
+            raise BadPayload(413, "payload_too_large", "The request body is too large.")
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            raise BadPayload(
+                400, "invalid_json", "The request body is not valid JSON."
+            ) from None
+        if not isinstance(body, dict):
+            raise BadPayload(
+                400, "invalid_request", "The request body must be a JSON object."
+            )
+        return body
+    if mimetype in _FORM_TYPES:
+        return {key: request.form.get(key) for key in ("username", "password")}
+    raise BadPayload(
+        415,
+        "unsupported_media_type",
+        "Send the credentials as application/json or as form fields.",
+    )
+
+
+def _text(fields: dict[str, object], name: str, limit: int) -> str:
+    value = fields.get(name)
+    if value is None or value == "":
+        raise BadPayload(400, "invalid_request", f'The field "{name}" is required.')
+    if not isinstance(value, str):
+        raise BadPayload(
+            400, "invalid_request", f'The field "{name}" must be a string.'
+        )
+    if len(value) > limit:
+        raise BadPayload(
+            400,
+            "invalid_request",
+            f'The field "{name}" must be at most {limit} characters.',
+        )
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadPayload(
+            400, "invalid_request", f'The field "{name}" is not valid Unicode.'
+        ) from None
+    return value
+
+
+def read_credentials(request: Request, max_password_length: int) -> Credentials:
+    """Return the username and password of a login request.
+
+    :raises BadPayload: with 400, 413 or 415 and the reason.
+    """
+    fields = _fields(request)
+    username = _text(fields, "username", MAX_USERNAME_LENGTH)
+    if not username.isprintable():
+        raise BadPayload(
+            400,
+            "invalid_request",
+            'The field "username" must not contain control characters.',
+        )
+    password = _text(fields, "password", max_password_length)
+    return Credentials(username, password)

@@ -1,0 +1,340 @@
+"""The session operations, as SQL against ``kp_sessions``.
+
+Each public method is one short transaction through :meth:`Database.run`. Rows
+are found by the hash of the token (the primary key); the plaintext token never
+reaches the database. Writes that must not bring a session back (the idle-clock
+refresh) are conditional UPDATEs of a live row, never inserts.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from . import signals
+from .addresses import MAX_ADDRESS_LENGTH, address_matches, is_valid_address
+from .clock import utcnow
+from .config import MAX_USERNAME_LENGTH, Settings
+from .database import Database
+from .errors import DuplicateSessionError, NoSessionFoundError
+from .record import UserSession
+from .timeouts import Boundary, Verdict
+from .tokens import TokenHasher, is_well_formed, new_public_id, new_token
+
+logger = logging.getLogger(__name__)
+
+#: A row of ``kp_sessions`` as selected by the store (Row's type parameters
+#: differ between SQLAlchemy 2.0 and 2.1).
+SessionRow = Any
+
+_GENERATE_ATTEMPTS = 5
+_REMOVAL_REASONS = {
+    Verdict.IDLE: "idle",
+    Verdict.ABSOLUTE: "absolute",
+    Verdict.DAMAGED: "evicted",
+}
+
+
+@dataclass
+class Lookup:
+    """What one token amounts to for one address at one moment."""
+
+    session: UserSession | None = None
+    verdict: Verdict | None = None
+    foreign: bool = False
+    refreshed: bool = False
+    removed: bool = False
+
+    @property
+    def live(self) -> bool:
+        """Whether the token names a live session usable from this address."""
+        return self.verdict is Verdict.LIVE and not self.foreign
+
+
+class SessionStore:
+    """Stores, finds, refreshes and deletes sessions of one app."""
+
+    def __init__(
+        self, database: Database, settings: Settings, hasher: TokenHasher
+    ) -> None:
+        self._db = database
+        self._settings = settings
+        self._hasher = hasher
+        self._table = database.tables.sessions
+        table = self._table
+        self._columns = (
+            table.c.token_hash,
+            table.c.public_id,
+            table.c.uname,
+            table.c.addr,
+            table.c.user_agent,
+            table.c.created_at,
+            table.c.last_used_at,
+        )
+
+    def boundary(self, idle_timeout: timedelta | None = None) -> Boundary:
+        """Return the timeout boundary for now, with the configured timeouts."""
+        return Boundary.at(
+            self._settings.idle_timeout if idle_timeout is None else idle_timeout,
+            self._settings.absolute_timeout,
+        )
+
+    # -- reading -----------------------------------------------------------------
+
+    def _find(self, conn: Connection, token: str) -> SessionRow | None:
+        digests = self._hasher.candidates(token)
+        key = self._table.c.token_hash
+        condition = key == digests[0] if len(digests) == 1 else key.in_(digests)
+        row = conn.execute(select(*self._columns).where(condition)).first()
+        if row is not None and row.token_hash != digests[0]:
+            # Stored under a fallback secret key: move it to the current one.
+            conn.execute(
+                update(self._table)
+                .where(key == row.token_hash)
+                .values(token_hash=digests[0])
+            )
+        return row
+
+    def _judge(self, row: SessionRow, boundary: Boundary) -> Verdict:
+        if not row.uname or not is_valid_address(row.addr):
+            return Verdict.DAMAGED
+        return boundary.verdict(row.created_at, row.last_used_at)
+
+    def _to_session(
+        self, row: SessionRow, token: str | None, boundary: Boundary
+    ) -> UserSession:
+        created_at, last_used_at = row.created_at, row.last_used_at
+        expires_at = None
+        if created_at is not None and last_used_at is not None:
+            expires_at = boundary.expires_at(created_at, last_used_at)
+        return UserSession(
+            addr=row.addr,
+            token=token,
+            uname=row.uname,
+            created_at=created_at,
+            last_used_at=last_used_at,
+            expires_at=expires_at,
+            id=row.public_id,
+            user_agent=row.user_agent,
+        )
+
+    def _delete_row(self, conn: Connection, token_hash: bytes) -> int:
+        result = conn.execute(
+            delete(self._table).where(self._table.c.token_hash == token_hash)
+        )
+        return result.rowcount
+
+    def lookup(
+        self,
+        addr: str,
+        token: str,
+        *,
+        refresh_after: timedelta | None = None,
+        delete_dead: bool = True,
+    ) -> Lookup:
+        """Find the session of ``token`` as seen from ``addr``, in one transaction.
+
+        A timed-out or damaged row is deleted on the way (unless ``delete_dead``
+        is false). A live row from a foreign address is left untouched. A live
+        row from the right address is refreshed when its last refresh is at
+        least ``refresh_after`` old (never, when ``None``).
+        """
+        if not is_well_formed(token):
+            return Lookup()
+        boundary = self.boundary()
+
+        def work(conn: Connection) -> Lookup:
+            row = self._find(conn, token)
+            if row is None:
+                return Lookup()
+
+            verdict = self._judge(row, boundary)
+            session = self._to_session(row, token, boundary)
+            if verdict is not Verdict.LIVE:
+                removed = delete_dead and self._delete_row(conn, row.token_hash) == 1
+                return Lookup(session=session, verdict=verdict, removed=removed)
+
+            if not address_matches(self._settings.bind_ip, row.addr, addr):
+                return Lookup(session=session, verdict=verdict, foreign=True)
+
+            due = refresh_after is not None and (
+                boundary.now - row.last_used_at >= refresh_after
+            )
+            if due and not self._refresh(conn, row.token_hash, boundary):
+                return Lookup()  # deleted by a logout or purge meanwhile
+            if due:
+                session.last_used_at = boundary.now
+                session.expires_at = boundary.expires_at(row.created_at, boundary.now)
+            return Lookup(session=session, verdict=verdict, refreshed=due)
+
+        found = self._db.run(work)
+        self._announce(found, token, addr)
+        return found
+
+    def _refresh(self, conn: Connection, token_hash: bytes, boundary: Boundary) -> bool:
+        table = self._table
+        statement = (
+            update(table)
+            .where(
+                table.c.token_hash == token_hash,
+                table.c.last_used_at > boundary.idle_cutoff,
+            )
+            .values(last_used_at=boundary.now)
+        )
+        absolute_cutoff = boundary.absolute_cutoff
+        if absolute_cutoff is not None:
+            statement = statement.where(table.c.created_at > absolute_cutoff)
+        return conn.execute(statement).rowcount == 1
+
+    def _announce(self, found: Lookup, token: str, addr: str) -> None:
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        if found.removed and found.verdict is not None:
+            reason = _REMOVAL_REASONS[found.verdict]
+            logger.info(
+                "session %s of %r ended: %s",
+                self._hasher.fingerprint(token),
+                found.session.uname if found.session else None,
+                reason,
+            )
+            signals.session_removed.send(app, session=found.session, reason=reason)
+        if found.foreign and found.session is not None:
+            logger.warning(
+                "session %s of %r presented from foreign address %s (bound to %s)",
+                self._hasher.fingerprint(token),
+                found.session.uname,
+                addr,
+                found.session.addr,
+            )
+            signals.address_mismatch.send(app, session=found.session, addr=addr)
+        if found.refreshed:
+            signals.session_refreshed.send(app, session=found.session)
+
+    def get(self, addr: str, token: str) -> UserSession:
+        """Return the live session of ``token`` for ``addr``.
+
+        :raises NoSessionFoundError: unknown, foreign or timed out.
+        """
+        found = self.lookup(addr, token)
+        if not found.live or found.session is None:
+            raise NoSessionFoundError("no live session for this token and address")
+        return found.session
+
+    def exists(self, addr: str, token: str) -> bool:
+        """Tell whether ``token`` names a live session for ``addr``; changes nothing."""
+        return self.lookup(addr, token, delete_dead=False).live
+
+    def use(self, addr: str, token: str) -> bool:
+        """Refresh the idle clock of a live session; tell whether one was refreshed."""
+        found = self.lookup(addr, token, refresh_after=timedelta(0))
+        return found.refreshed
+
+    # -- writing -----------------------------------------------------------------
+
+    def add(self, session: UserSession) -> None:
+        """Store ``session`` under the hash of its token, filling in its fields.
+
+        :raises ValueError: the token, address or username is not acceptable.
+        :raises DuplicateSessionError: a session with that token is stored already.
+        """
+        _check_new_session(session)
+        assert session.token is not None
+        now = utcnow()
+        created_at = session.created_at or now
+        last_used_at = session.last_used_at or created_at
+        public_id = new_public_id()
+        token_hash = self._hasher.digest(session.token)
+        digests = self._hasher.candidates(session.token)
+
+        def work(conn: Connection) -> None:
+            if len(digests) > 1 and self._find(conn, session.token or ""):
+                raise DuplicateSessionError("a session with this token exists")
+            conn.execute(
+                insert(self._table).values(
+                    token_hash=token_hash,
+                    public_id=public_id,
+                    uname=session.uname,
+                    addr=session.addr,
+                    user_agent=session.user_agent[:255],
+                    created_at=created_at,
+                    last_used_at=last_used_at,
+                )
+            )
+
+        try:
+            self._db.run(work)
+        except IntegrityError as error:
+            raise DuplicateSessionError("a session with this token exists") from error
+
+        session.created_at = created_at
+        session.last_used_at = last_used_at
+        session.expires_at = self.boundary().expires_at(created_at, last_used_at)
+        session.id = public_id
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        signals.session_created.send(app, session=session)
+
+    def generate(self, addr: str, uname: str, user_agent: str = "") -> UserSession:
+        """Store a new session with a fresh random token, retrying on a collision."""
+        for _ in range(_GENERATE_ATTEMPTS):
+            session = UserSession(
+                addr,
+                new_token(self._settings.token_bytes),
+                uname,
+                user_agent=user_agent,
+            )
+            try:
+                self.add(session)
+            except DuplicateSessionError:
+                logger.warning("token collision while generating a session; retrying")
+                continue
+            return session
+        raise DuplicateSessionError("could not generate a unique token")
+
+    def remove(self, addr: str, token: str, reason: str = "logout") -> bool:
+        """Delete the session of ``token`` if it is bound to ``addr``.
+
+        :return: whether a session was deleted.
+        """
+        if not is_well_formed(token):
+            return False
+        boundary = self.boundary()
+
+        def work(conn: Connection) -> tuple[UserSession | None, bool]:
+            row = self._find(conn, token)
+            if row is None:
+                return None, False
+            session = self._to_session(row, token, boundary)
+            if not address_matches(self._settings.bind_ip, row.addr, addr):
+                return session, False
+            return session, self._delete_row(conn, row.token_hash) == 1
+
+        session, deleted = self._db.run(work)
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        if session is not None and not deleted:
+            signals.address_mismatch.send(app, session=session, addr=addr)
+        if session is not None and deleted:
+            signals.session_removed.send(app, session=session, reason=reason)
+        return deleted
+
+
+def _check_new_session(session: UserSession) -> None:
+    if not is_well_formed(session.token):
+        raise ValueError("token must be 32 to 256 URL-safe base64 characters")
+    if not is_valid_address(session.addr):
+        raise ValueError(
+            f"addr must be an IP address of at most {MAX_ADDRESS_LENGTH} characters"
+        )
+    if not isinstance(session.uname, str) or not session.uname:
+        raise ValueError("uname must be a non-empty string")
+    if len(session.uname) > MAX_USERNAME_LENGTH or "\x00" in session.uname:
+        raise ValueError(
+            f"uname must be at most {MAX_USERNAME_LENGTH} characters, without NUL"
+        )
+    for moment in (session.created_at, session.last_used_at):
+        if moment is not None and moment.tzinfo is None:
+            raise ValueError("created_at and last_used_at must be timezone-aware")

@@ -1,0 +1,104 @@
+"""The blueprint: ``POST /login``, ``POST /logout`` and ``GET /check``.
+
+Every answer under the blueprint is JSON, private (``Cache-Control: no-store``,
+``Vary: Cookie``), and every error has the one shape of :func:`json_error`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, cast
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from .errors import DatabaseUnavailableError, InvalidCredentialsError
+from .hook import request_state
+from .payloads import BadPayload, read_credentials
+from .responses import (
+    json_error,
+    private,
+    session_fields,
+    unauthorized,
+    unavailable,
+)
+
+if TYPE_CHECKING:
+    from .extension import KPSession
+
+logger = logging.getLogger(__name__)
+
+blueprint = Blueprint("kpsession", __name__)
+
+
+def _extension() -> KPSession:
+    return cast("KPSession", current_app.extensions["kpsession"])
+
+
+@blueprint.post("/login")
+def login() -> Response:
+    """Check the credentials and start a fresh session."""
+    extension = _extension()
+    credentials = read_credentials(request, extension.settings().max_password_length)
+    session = extension.log_in(credentials.username, credentials.password)
+    response = jsonify(
+        token=session.token,
+        username=session.uname,
+        expires_at=session_fields(session)["expires_at"],
+    )
+    extension.set_cookie(response, session)
+    return response
+
+
+@blueprint.post("/logout")
+def logout() -> Response:
+    """End the presented session, if any, and clear the cookie."""
+    extension = _extension()
+    removed = extension.log_out()
+    response = jsonify(logged_out=removed)
+    extension.clear_cookie(response)
+    return response
+
+
+@blueprint.get("/check")
+def check() -> Response:
+    """Describe the presented session, or answer 401."""
+    state = request_state()
+    if state.session is not None:
+        return jsonify(session_fields(state.session))
+    if state.unavailable:
+        return unavailable()
+    return unauthorized()
+
+
+@blueprint.after_request
+def _private(response: Response) -> Response:
+    return private(response)
+
+
+@blueprint.errorhandler(BadPayload)
+def _bad_payload(error: BadPayload) -> Response:
+    return json_error(error.status, error.code, error.message)
+
+
+@blueprint.errorhandler(InvalidCredentialsError)
+def _invalid_credentials(error: InvalidCredentialsError) -> Response:
+    return json_error(401, "invalid_credentials", "Invalid username or password.")
+
+
+@blueprint.errorhandler(DatabaseUnavailableError)
+def _unavailable(error: DatabaseUnavailableError) -> Response:
+    logger.warning("session database unavailable: %s", error)
+    return unavailable()
+
+
+@blueprint.errorhandler(HTTPException)
+def _http_error(error: HTTPException) -> Response:
+    code = (error.name or "error").lower().replace(" ", "_")
+    return json_error(error.code or 500, code, error.description or "")
+
+
+@blueprint.errorhandler(Exception)
+def _unexpected(error: Exception) -> Response:
+    logger.exception("unexpected error in a flask-kpsession route")
+    return json_error(500, "internal_error", "The server could not complete this.")
