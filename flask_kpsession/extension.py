@@ -18,7 +18,7 @@ from .cli import kpsession_cli
 from .config import DEFAULTS, Settings, load_settings
 from .database import Database
 from .errors import DatabaseUnavailableError, InvalidCredentialsError
-from .hook import _G_ATTR, RequestState, request_state
+from .hook import _G_ATTR, RequestState, current_session, request_state
 from .models import define_tables
 from .purge import Purger
 from .record import UserSession
@@ -121,6 +121,7 @@ class KPSession:
         if settings.routes_enabled:
             app.register_blueprint(blueprint, url_prefix=settings.url_prefix or None)
         app.before_request(self._before_request)
+        app.context_processor(lambda: {"current_session": current_session})
         app.cli.add_command(kpsession_cli)
         database.prepare()
 

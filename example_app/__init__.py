@@ -1,0 +1,68 @@
+"""A small site built on flask-kpsession: register, log in, see the session, log out.
+
+Run it from the project root with ``flask --app example_app run``. The database is
+``DATABASE_URL`` or ``SQLALCHEMY_DATABASE_URI`` from the environment, else an
+SQLite file in the instance folder; the secret key is ``FLASK_SECRET_KEY``, else
+one generated on first start and kept in the instance folder.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from typing import Any
+
+from flask import Flask
+from flask_wtf.csrf import CSRFProtect
+
+from flask_kpsession import KPSession
+from flask_kpsession.views import blueprint as kpsession_blueprint
+
+from .pages import pages
+
+kp = KPSession()
+csrf = CSRFProtect()
+
+
+def _database_url() -> str | None:
+    url = os.environ.get("DATABASE_URL") or os.environ.get("SQLALCHEMY_DATABASE_URI")
+    if url and url.startswith("mysql://"):
+        url = "mysql+pymysql://" + url.removeprefix("mysql://")
+    return url or None
+
+
+def _secret_key(instance_path: str) -> str:
+    from_env = os.environ.get("FLASK_SECRET_KEY")
+    if from_env:
+        return from_env
+    path = os.path.join(instance_path, "secret_key")
+    try:
+        with open(path, encoding="ascii") as stored:
+            return stored.read().strip()
+    except FileNotFoundError:
+        pass
+    key = secrets.token_urlsafe(48)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as created:
+        created.write(key)
+    return key
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    """Build the example app; ``test_config`` overrides everything else."""
+    app = Flask(__name__, instance_relative_config=True)
+    os.makedirs(app.instance_path, exist_ok=True)
+    app.config["SECRET_KEY"] = _secret_key(app.instance_path)
+    url = _database_url()
+    if url:
+        app.config["SQLALCHEMY_DATABASE_URI"] = url
+    if test_config:
+        app.config.update(test_config)
+
+    kp.init_app(app)
+    csrf.init_app(app)
+    # The JSON API authenticates with bearer tokens or a SameSite cookie and
+    # answers JSON; the HTML forms below carry CSRF tokens.
+    csrf.exempt(kpsession_blueprint)
+    app.register_blueprint(pages)
+    return app
