@@ -231,7 +231,7 @@ class SessionStore:
 
     def use(self, addr: str, token: str) -> bool:
         """Refresh the idle clock of a live session; tell whether one was refreshed."""
-        found = self.lookup(addr, token, refresh_after=timedelta(0))
+        found = self.lookup(addr, token, refresh_after=timedelta(0), delete_dead=False)
         return found.refreshed
 
     # -- writing -----------------------------------------------------------------

@@ -57,6 +57,9 @@ def logout() -> Response:
     removed = extension.log_out()
     response = jsonify(logged_out=removed)
     extension.clear_cookie(response)
+    directives = extension.settings().clear_site_data
+    if directives:
+        response.headers["Clear-Site-Data"] = ", ".join(f'"{d}"' for d in directives)
     return response
 
 

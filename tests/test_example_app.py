@@ -1,0 +1,138 @@
+"""The example site through the test client, CSRF protection switched on."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from example_app import create_app
+
+from .conftest import FAST_PASSWORDS, Backend
+
+
+@pytest.fixture
+def site(backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("FLASK_SECRET_KEY", "example test secret key, long enough")
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.setenv("SQLALCHEMY_DATABASE_URI", backend.url)
+    app = create_app({"KPSESSION_CLEANUP_ENABLED": False, **FAST_PASSWORDS})
+    yield app
+    with app.app_context():
+        app.extensions["sqlalchemy"].engine.dispose()
+
+
+def _csrf(page: str) -> str:
+    match = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert match, "the form carries no CSRF token"
+    return match.group(1)
+
+
+def _register(client: FlaskClient, username: str, password: str):
+    token = _csrf(client.get("/register").get_data(as_text=True))
+    return client.post(
+        "/register",
+        data={
+            "csrf_token": token,
+            "username": username,
+            "password": password,
+            "confirm": password,
+        },
+    )
+
+
+def _login(client: FlaskClient, username: str, password: str):
+    token = _csrf(client.get("/login").get_data(as_text=True))
+    return client.post(
+        "/login",
+        data={"csrf_token": token, "username": username, "password": password},
+    )
+
+
+def test_register_log_in_see_the_profile_and_log_out(site: Flask):
+    client = site.test_client()
+    registered = _register(client, "grace", "hopper-1906")
+    assert registered.status_code == 302
+    assert registered.headers["Location"].endswith("/login?registered=1")
+
+    logged_in = _login(client, "grace", "hopper-1906")
+    assert logged_in.status_code == 302
+    assert logged_in.headers["Location"].endswith("/profile")
+    assert "HttpOnly" in logged_in.headers["Set-Cookie"]
+
+    profile = client.get("/profile")
+    page = profile.get_data(as_text=True)
+    assert profile.status_code == 200
+    assert '<span id="profile-username">grace</span>' in page
+    assert "127.0.0.1" in page
+    assert "UTC" in page
+    old_cookie = client.get_cookie("kp_session")
+    assert old_cookie is not None
+
+    token = _csrf(page)
+    logged_out = client.post("/logout", data={"csrf_token": token})
+    assert logged_out.status_code == 302
+    assert client.get("/profile").headers["Location"].endswith("/login")
+
+    replay = site.test_client()
+    replay.set_cookie("kp_session", old_cookie.value)
+    assert replay.get("/profile").status_code == 302
+    assert replay.get("/auth/check").status_code == 401
+
+
+def test_the_html_login_and_the_json_login_share_the_users(site: Flask):
+    client = site.test_client()
+    _register(client, "linus", "torvalds-1969")
+    response = site.test_client().post(
+        "/auth/login", json={"username": "linus", "password": "torvalds-1969"}
+    )
+    assert response.status_code == 200
+    token = response.get_json()["token"]
+
+    api = site.test_client(use_cookies=False)
+    me = api.get("/api/me", headers={"Authorization": f"Bearer {token}"})
+    assert me.status_code == 200
+    assert me.get_json()["username"] == "linus"
+    assert me.get_json()["address"] == "127.0.0.1"
+    assert api.get("/api/me").status_code == 401
+
+
+def test_a_wrong_password_shows_a_readable_error(site: Flask):
+    client = site.test_client()
+    _register(client, "ada", "lovelace-1815")
+    response = _login(client, "ada", "wrong password")
+    assert response.status_code == 401
+    assert "Invalid username or password." in response.get_data(as_text=True)
+
+
+def test_registration_errors_are_readable(site: Flask):
+    client = site.test_client()
+    _register(client, "alan", "turing-1912")
+    taken = _register(client, "alan", "another-password")
+    assert taken.status_code == 400
+    assert "is taken" in taken.get_data(as_text=True)
+    short = _register(client, "kurt", "short")
+    assert "at least 8 characters" in short.get_data(as_text=True)
+
+
+def test_a_form_post_without_the_csrf_token_is_refused(site: Flask):
+    client = site.test_client()
+    _register(client, "barbara", "liskov-1939")
+    response = client.post(
+        "/login", data={"username": "barbara", "password": "liskov-1939"}
+    )
+    assert response.status_code == 400
+    assert "kp_session" not in response.headers.get("Set-Cookie", "")
+
+
+def test_every_field_has_a_label(site: Flask):
+    client = site.test_client()
+    for path in ("/register", "/login"):
+        page = client.get(path).get_data(as_text=True)
+        ids = re.findall(r'<input type="(?:text|password)" id="([^"]+)"', page)
+        assert ids
+        for ident in ids:
+            assert f'<label for="{ident}">' in page
