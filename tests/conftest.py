@@ -26,6 +26,7 @@ from flask_kpsession import KPSession
 
 DEFAULT_MYSQL_URL = "mysql+pymysql://root@127.0.0.1:3306/kpsession_test"
 MYSQL_URL = os.environ.get("KPSESSION_TEST_MYSQL_URL", DEFAULT_MYSQL_URL)
+MYSQL_DATABASE = make_url(MYSQL_URL).database or "kpsession_test"
 REQUIRE_MYSQL = os.environ.get("KPSESSION_TEST_REQUIRE_MYSQL") == "1"
 
 #: The cheapest argon2id parameters OWASP accepts: fast tests, real hashing.
@@ -59,7 +60,7 @@ def _prepare_mysql() -> str | None:
     if _mysql_checked:
         return _mysql_problem
     _mysql_checked = True
-    name = make_url(MYSQL_URL).database or "kpsession_test"
+    name = MYSQL_DATABASE
     try:
         conn = mysql_connect()
     except pymysql.MySQLError as error:
@@ -74,8 +75,15 @@ def _prepare_mysql() -> str | None:
     return None
 
 
+def mysql_url_for(database: str) -> str:
+    """The test server's URL with another database name."""
+    return (
+        make_url(MYSQL_URL).set(database=database).render_as_string(hide_password=False)
+    )
+
+
 def _empty_mysql_tables() -> None:
-    name = make_url(MYSQL_URL).database or "kpsession_test"
+    name = MYSQL_DATABASE
     with mysql_connect(name) as conn, conn.cursor() as cursor:
         cursor.execute(
             "SELECT table_name FROM information_schema.tables "

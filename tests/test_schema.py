@@ -14,7 +14,14 @@ from sqlalchemy import inspect
 
 from flask_kpsession import KPSession
 
-from .conftest import FAST_PASSWORDS, MYSQL_URL, AppFactory, Backend, mysql_connect
+from .conftest import (
+    FAST_PASSWORDS,
+    MYSQL_DATABASE,
+    AppFactory,
+    Backend,
+    mysql_connect,
+    mysql_url_for,
+)
 
 RACE_SCRIPT = textwrap.dedent(
     """
@@ -40,12 +47,13 @@ def empty_database(backend: Backend, tmp_path: Path):
     if not backend.is_mysql:
         yield f"sqlite:///{tmp_path / 'race.sqlite3'}"
         return
+    race = f"{MYSQL_DATABASE}_race"
     with mysql_connect() as conn, conn.cursor() as cursor:
-        cursor.execute("DROP DATABASE IF EXISTS kpsession_race")
-        cursor.execute("CREATE DATABASE kpsession_race CHARACTER SET utf8mb4")
-    yield MYSQL_URL.rsplit("/", 1)[0] + "/kpsession_race"
+        cursor.execute(f"DROP DATABASE IF EXISTS `{race}`")
+        cursor.execute(f"CREATE DATABASE `{race}` CHARACTER SET utf8mb4")
+    yield mysql_url_for(race)
     with mysql_connect() as conn, conn.cursor() as cursor:
-        cursor.execute("DROP DATABASE IF EXISTS kpsession_race")
+        cursor.execute(f"DROP DATABASE IF EXISTS `{race}`")
 
 
 def test_several_workers_creating_the_tables_at_once(
@@ -97,11 +105,12 @@ def test_tables_and_indexes_exist(app: Flask, kp: KPSession):
 
 @pytest.mark.parametrize("backend", ["mariadb"], indirect=True)
 def test_mariadb_columns_are_exact_and_keep_microseconds(backend: Backend, app: Flask):
-    with mysql_connect("kpsession_test") as conn, conn.cursor() as cursor:
+    with mysql_connect(MYSQL_DATABASE) as conn, conn.cursor() as cursor:
         cursor.execute(
             "SELECT column_name, column_type, collation_name "
             "FROM information_schema.columns "
-            "WHERE table_schema = 'kpsession_test' AND table_name = 'kp_sessions'"
+            "WHERE table_schema = %s AND table_name = 'kp_sessions'",
+            (MYSQL_DATABASE,),
         )
         columns = {
             name: (kind, collation) for name, kind, collation in cursor.fetchall()
