@@ -10,6 +10,7 @@ from .errors import (
     InvalidCredentialsError,
     KPSessionError,
     NoSessionFoundError,
+    UnknownUserError,
 )
 from .extension import KPSession
 from .hook import current_session, login_required
@@ -24,6 +25,7 @@ __all__ = [
     "KPSession",
     "KPSessionError",
     "NoSessionFoundError",
+    "UnknownUserError",
     "UserSession",
     "current_session",
     "login_required",

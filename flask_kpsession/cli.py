@@ -9,6 +9,7 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
+from .clock import isoformat
 from .errors import DatabaseUnavailableError
 
 if TYPE_CHECKING:
@@ -76,3 +77,57 @@ def purge(timeout: int | None) -> None:
     except DatabaseUnavailableError as error:
         raise click.ClickException(f"database unavailable: {error}") from None
     click.echo(f"Deleted {count} timed-out session{'s' if count != 1 else ''}.")
+
+
+@kpsession_cli.command("sessions")
+@click.option("--user", "uname", default=None, help="Only this user's sessions.")
+def sessions(uname: str | None) -> None:
+    """List live sessions, one line each, most recently used first.
+
+    Columns (tab-separated): id, username, address, login time, last use,
+    expiry, user agent.
+    """
+    listed = _extension().list_sessions(uname)
+    for item in listed:
+        assert item.created_at and item.last_used_at and item.expires_at
+        click.echo(
+            "\t".join(
+                [
+                    item.id or "",
+                    item.uname,
+                    item.addr,
+                    isoformat(item.created_at),
+                    isoformat(item.last_used_at),
+                    isoformat(item.expires_at),
+                    item.user_agent,
+                ]
+            )
+        )
+
+
+@kpsession_cli.command("revoke")
+@click.argument("session_id")
+def revoke(session_id: str) -> None:
+    """End the session SESSION_ID (its public id, as `sessions` lists it)."""
+    if not _extension().revoke_session(session_id):
+        raise click.ClickException(f"no session {session_id!r}")
+    click.echo(f"Revoked session {session_id}.")
+
+
+@kpsession_cli.command("revoke-user")
+@click.argument("name")
+def revoke_user(name: str) -> None:
+    """End every session of user NAME."""
+    count = _extension().revoke_user_sessions(name)
+    click.echo(f"Revoked {count} session{'s' if count != 1 else ''} of {name!r}.")
+
+
+@kpsession_cli.command("stats")
+def stats() -> None:
+    """Print how many sessions are stored and live, and for how many users."""
+    figures = _extension().session_stats()
+    oldest = isoformat(figures.oldest_login) if figures.oldest_login else "-"
+    click.echo(f"stored sessions: {figures.stored}")
+    click.echo(f"live sessions: {figures.live}")
+    click.echo(f"users with a live session: {figures.users}")
+    click.echo(f"oldest live login: {oldest}")

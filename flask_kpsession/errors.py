@@ -41,3 +41,7 @@ class DatabaseUnavailableError(KPSessionError):
     The HTTP layer turns it into a 503 answer: an outage must never look like a
     logout to the client.
     """
+
+
+class UnknownUserError(KPSessionError, LookupError):
+    """No user of the built-in users table has that name."""

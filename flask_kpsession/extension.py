@@ -17,8 +17,13 @@ from . import scheduler, signals
 from .cli import kpsession_cli
 from .config import DEFAULTS, Settings, load_settings
 from .database import Database
-from .errors import DatabaseUnavailableError, InvalidCredentialsError
+from .errors import (
+    DatabaseUnavailableError,
+    InvalidCredentialsError,
+    UnknownUserError,
+)
 from .hook import _G_ATTR, RequestState, current_session, request_state
+from .inventory import SessionInventory, SessionStats
 from .models import define_tables
 from .purge import Purger
 from .record import UserSession
@@ -42,6 +47,7 @@ class _AppState:
     database: Database
     sessions: SessionStore
     users: UserStore
+    inventory: SessionInventory
     purger: Purger
     loop_pid: int | None = None
 
@@ -102,6 +108,7 @@ class KPSession:
             database=database,
             sessions=SessionStore(database, settings, hasher),
             users=UserStore(database, settings),
+            inventory=SessionInventory(database, hasher),
             purger=Purger(database, settings.cleanup_batch_size),
         )
         app.extensions["kpsession"] = self
@@ -261,6 +268,54 @@ class KPSession:
     def set_password(self, username: str, password: str) -> bool:
         """Replace a built-in user's password; return whether the user exists."""
         return self._state().users.set_password(username, password)
+
+    def change_password(
+        self, uname: str, new_password: str, keep_token: str | None = None
+    ) -> int:
+        """Set a built-in user's password and end every other session of theirs.
+
+        :param keep_token: the token of the session to keep (the one asking).
+        :return: the number of sessions revoked.
+        :raises UnknownUserError: no built-in user has that name.
+        :raises ValueError: the password is not acceptable.
+        """
+        state = self._state()
+        if not state.users.set_password(uname, new_password):
+            raise UnknownUserError(f"no user {uname!r}")
+        return state.inventory.revoke_user(
+            uname, keep_token=keep_token, reason="password_change"
+        )
+
+    # -- a user's sessions -------------------------------------------------------
+
+    def list_sessions(self, uname: str | None) -> list[UserSession]:
+        """Return the live sessions of ``uname``, most recently used first.
+
+        ``None`` lists every user's sessions. Each has ``id``, ``addr``,
+        ``user_agent`` and its timestamps; none carries a token.
+        """
+        state = self._state()
+        return state.inventory.of_user(uname, state.sessions.boundary())
+
+    def revoke_session(self, session_id: str) -> bool:
+        """Delete the session with public id ``session_id``; tell whether one was."""
+        return self._state().inventory.revoke(session_id)
+
+    def revoke_own_session(self, uname: str, session_id: str) -> bool:
+        """Delete the session ``session_id`` only if it belongs to ``uname``."""
+        return self._state().inventory.revoke(session_id, uname=uname)
+
+    def revoke_user_sessions(self, uname: str, keep_token: str | None = None) -> int:
+        """Delete every session of ``uname`` but the one of ``keep_token``.
+
+        :return: the number of sessions deleted.
+        """
+        return self._state().inventory.revoke_user(uname, keep_token=keep_token)
+
+    def session_stats(self) -> SessionStats:
+        """Count stored and live sessions and users with a live session."""
+        state = self._state()
+        return state.inventory.stats(state.sessions.boundary())
 
     # -- the session operations --------------------------------------------------
 

@@ -56,7 +56,7 @@ def _fields(request: Request) -> dict[str, object]:
             )
         return body
     if mimetype in _FORM_TYPES:
-        return {key: request.form.get(key) for key in ("username", "password")}
+        return dict(request.form.items())
     raise BadPayload(
         415,
         "unsupported_media_type",
@@ -102,3 +102,24 @@ def read_credentials(request: Request, max_password_length: int) -> Credentials:
         )
     password = _text(fields, "password", max_password_length)
     return Credentials(username, password)
+
+
+def read_keep_current(request: Request) -> bool:
+    """Return ``keep_current`` of a ``/logout-all`` body (absent body: ``False``).
+
+    :raises BadPayload: the body is there but is not a JSON object or form with a
+        boolean ``keep_current``.
+    """
+    if not request.content_length and not request.mimetype:
+        return False
+    fields = _fields(request)
+    value = fields.get("keep_current", False)
+    if isinstance(value, bool):
+        return value
+    if value in ("true", "1", "on"):
+        return True
+    if value in ("false", "0", "off", None):
+        return False
+    raise BadPayload(
+        400, "invalid_request", 'The field "keep_current" must be true or false.'
+    )

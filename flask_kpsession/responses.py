@@ -63,3 +63,16 @@ def session_fields(session: UserSession) -> dict[str, Any]:
         ),
         "expires_at": isoformat(session.expires_at) if session.expires_at else None,
     }
+
+
+def listing_fields(session: UserSession, *, current: bool) -> dict[str, Any]:
+    """The fields of one entry of ``GET /sessions``."""
+    times = session_fields(session)
+    del times["username"]
+    return {
+        "id": session.id,
+        "addr": session.addr,
+        "user_agent": session.user_agent,
+        **times,
+        "current": current,
+    }

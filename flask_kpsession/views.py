@@ -13,10 +13,11 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from .errors import DatabaseUnavailableError, InvalidCredentialsError
-from .hook import request_state
-from .payloads import BadPayload, read_credentials
+from .hook import login_required, request_state
+from .payloads import BadPayload, read_credentials, read_keep_current
 from .responses import (
     json_error,
+    listing_fields,
     private,
     session_fields,
     unauthorized,
@@ -72,6 +73,52 @@ def check() -> Response:
     if state.unavailable:
         return unavailable()
     return unauthorized()
+
+
+@blueprint.get("/sessions")
+@login_required
+def sessions() -> Response:
+    """List the live sessions of the requesting user, most recently used first."""
+    current = request_state().session
+    assert current is not None
+    listed = _extension().list_sessions(current.uname)
+    return jsonify(
+        sessions=[
+            listing_fields(item, current=item.id == current.id) for item in listed
+        ]
+    )
+
+
+@blueprint.delete("/sessions/<session_id>")
+@login_required
+def revoke(session_id: str) -> Response:
+    """End one of the requesting user's own sessions, by its public id."""
+    extension = _extension()
+    current = request_state().session
+    assert current is not None
+    if not extension.revoke_own_session(current.uname, session_id):
+        return json_error(404, "not_found", "No such session of yours.")
+    response = jsonify(revoked=True)
+    if session_id == current.id:
+        extension.clear_cookie(response)
+    return response
+
+
+@blueprint.post("/logout-all")
+@login_required
+def logout_all() -> Response:
+    """End every session of the requesting user, optionally but this one."""
+    extension = _extension()
+    state = request_state()
+    assert state.session is not None
+    keep_current = read_keep_current(request)
+    count = extension.revoke_user_sessions(
+        state.session.uname, keep_token=state.token if keep_current else None
+    )
+    response = jsonify(revoked=count)
+    if not keep_current:
+        extension.clear_cookie(response)
+    return response
 
 
 @blueprint.after_request
