@@ -9,6 +9,7 @@ a deadlock, a busy SQLite file) and to turn an unreachable server into
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 import weakref
@@ -25,11 +26,16 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: MariaDB/MySQL errors after which the same work may simply be run again.
-_MYSQL_RETRYABLE = {1205, 1213}  # lock wait timeout, deadlock
-_ATTEMPTS = 3
-#: After a failed table creation, wait this long before trying again.
-_SCHEMA_RETRY_SECONDS = 2.0
+#: How many times one piece of work runs, at most, when it keeps failing in a
+#: way that a rerun may well cure. A deadlock or a busy SQLite file clears up
+#: within milliseconds. A lock wait timeout has already waited for
+#: ``innodb_lock_wait_timeout``, so it earns one rerun only. A dropped
+#: connection is rerun once on a fresh one: the pool discards every connection
+#: older than the failure (a restarted server, an expired ``wait_timeout``), and
+#: a second drop means an outage.
+_DEADLOCK_RUNS = 5
+_LOCK_WAIT_RUNS = 2
+_DISCONNECT_RUNS = 2
 
 _configured_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
 
@@ -41,13 +47,21 @@ def _mysql_code(error: exc.DBAPIError) -> int | None:
     return None
 
 
+def _fault_kind(error: exc.DBAPIError) -> tuple[str, int] | None:
+    """Name the transient fault behind ``error`` and its run limit, if it is one."""
+    if error.connection_invalidated:
+        return "disconnect", _DISCONNECT_RUNS
+    code = _mysql_code(error)
+    if code == 1213 or "database is locked" in str(error.orig):
+        return "lock conflict", _DEADLOCK_RUNS
+    if code == 1205:
+        return "lock wait timeout", _LOCK_WAIT_RUNS
+    return None
+
+
 def is_retryable(error: exc.DBAPIError) -> bool:
     """Tell whether running the same work again may well succeed."""
-    if error.connection_invalidated:
-        return True
-    if _mysql_code(error) in _MYSQL_RETRYABLE:
-        return True
-    return "database is locked" in str(error.orig)
+    return _fault_kind(error) is not None
 
 
 def is_outage(error: Exception) -> bool:
@@ -81,7 +95,6 @@ class Database:
         self.tables = tables
         self._tables_ready = False
         self._schema_lock = threading.Lock()
-        self._next_schema_attempt = 0.0
 
         if engine.dialect.name == "sqlite" and engine not in _configured_engines:
             event.listen(engine, "connect", _sqlite_pragmas(wal=owns_engine))
@@ -108,20 +121,19 @@ class Database:
             self.engine.dispose()
 
     def ensure_tables(self) -> None:
-        """Create the tables if this process has not yet seen them exist."""
+        """Create the tables if this process has not yet seen them exist.
+
+        Until that has worked, every use tries again: the first request after
+        an outage ends creates them, with no back-off that would prolong the
+        outage for clients.
+        """
         if self._tables_ready:
             return
 
         with self._schema_lock:
             if self._tables_ready:
                 return
-            if time.monotonic() < self._next_schema_attempt:
-                raise DatabaseUnavailableError("session database is unavailable")
-            try:
-                self._run_once(self._create_tables)
-            except DatabaseUnavailableError:
-                self._next_schema_attempt = time.monotonic() + _SCHEMA_RETRY_SECONDS
-                raise
+            self._run_once(self._create_tables)
             self._tables_ready = True
 
     def _create_tables(self, conn: Connection) -> None:
@@ -155,23 +167,30 @@ class Database:
         return self._run_once(work)
 
     def _run_once(self, work: Callable[[Connection], T]) -> T:
-        for attempt in range(1, _ATTEMPTS + 1):
+        runs: dict[str, int] = {}
+        while True:
             try:
                 with self.engine.connect() as conn:
                     result = work(conn)
                     conn.commit()
                     return result
             except exc.DBAPIError as error:
-                if attempt < _ATTEMPTS and is_retryable(error):
-                    logger.debug("retrying after a transient database error: %s", error)
-                    time.sleep(0.01 * attempt)
-                    continue
+                fault = _fault_kind(error)
+                if fault is not None:
+                    kind, limit = fault
+                    runs[kind] = runs.get(kind, 1) + 1
+                    if runs[kind] <= limit:
+                        logger.debug("%s, running again: %s", kind, _describe(error))
+                        if kind != "disconnect":
+                            # Growing, jittered pauses, so that the two sides
+                            # of a deadlock do not meet again in step.
+                            time.sleep(random.uniform(0.005, 0.02) * runs[kind])
+                        continue
                 if is_outage(error):
                     raise DatabaseUnavailableError(_describe(error)) from error
                 raise
             except exc.TimeoutError as error:
                 raise DatabaseUnavailableError(_describe(error)) from error
-        raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _describe(error: Exception) -> str:

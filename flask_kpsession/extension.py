@@ -27,6 +27,7 @@ from .inventory import SessionInventory, SessionStats
 from .models import define_tables
 from .purge import Purger
 from .record import UserSession
+from .responses import unavailable
 from .store import SessionStore
 from .tokens import TokenHasher
 from .transport import clear_session_cookie, read_token, set_session_cookie
@@ -56,6 +57,12 @@ def _default_database_uri(app: Flask) -> str:
     os.makedirs(app.instance_path, exist_ok=True)
     path = os.path.join(app.instance_path, "kpsession.sqlite3")
     return f"sqlite:///{path}"
+
+
+def _database_unavailable(error: DatabaseUnavailableError) -> Response:
+    """Answer 503 JSON when a host view's session call meets an outage."""
+    logger.warning("session database unavailable: %s", error)
+    return unavailable()
 
 
 class KPSession:
@@ -128,6 +135,7 @@ class KPSession:
         if settings.routes_enabled:
             app.register_blueprint(blueprint, url_prefix=settings.url_prefix or None)
         app.before_request(self._before_request)
+        app.register_error_handler(DatabaseUnavailableError, _database_unavailable)
         app.context_processor(lambda: {"current_session": current_session})
         app.cli.add_command(kpsession_cli)
         database.prepare()
