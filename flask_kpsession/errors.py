@@ -35,6 +35,14 @@ class InvalidCredentialsError(KPSessionError):
     """
 
 
+class InvalidAddressError(KPSessionError, ValueError):
+    """The request's client address is not an IP address, so no session can be bound.
+
+    Seen when a server on a Unix socket passes no address, or when a proxy
+    header read by a misconfigured ``ProxyFix`` carries junk.
+    """
+
+
 class DatabaseUnavailableError(KPSessionError):
     """The session database could not be reached.
 

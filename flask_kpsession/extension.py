@@ -14,11 +14,13 @@ from flask import Flask, Response, current_app, g, request
 from flask_sqlalchemy import SQLAlchemy
 
 from . import scheduler, signals
+from .addresses import is_valid_address
 from .cli import kpsession_cli
 from .config import DEFAULTS, Settings, load_settings
 from .database import Database
 from .errors import (
     DatabaseUnavailableError,
+    InvalidAddressError,
     InvalidCredentialsError,
     UnknownUserError,
 )
@@ -27,10 +29,11 @@ from .inventory import SessionInventory, SessionStats
 from .models import define_tables
 from .purge import Purger
 from .record import UserSession
-from .responses import unavailable
+from .responses import private, unavailable
 from .store import SessionStore
-from .tokens import TokenHasher
+from .tokens import TokenHasher, secret_keys
 from .transport import clear_session_cookie, read_token, set_session_cookie
+from .unrouted import routing_answer
 from .users import UserStore
 from .views import blueprint
 
@@ -103,12 +106,7 @@ class KPSession:
         with app.app_context():
             engine = db.engine
         database = Database(engine, define_tables(db.metadata), owns_engine=owns_db)
-        hasher = TokenHasher(
-            [
-                app.config.get("SECRET_KEY"),
-                *(app.config.get("SECRET_KEY_FALLBACKS") or []),
-            ]
-        )
+        hasher = TokenHasher(secret_keys(app.config))
         self._states[app] = _AppState(
             settings=settings,
             db=db,
@@ -136,6 +134,7 @@ class KPSession:
             app.register_blueprint(blueprint, url_prefix=settings.url_prefix or None)
         app.before_request(self._before_request)
         app.register_error_handler(DatabaseUnavailableError, _database_unavailable)
+        app.after_request(self._after_request)
         app.context_processor(lambda: {"current_session": current_session})
         app.cli.add_command(kpsession_cli)
         database.prepare()
@@ -186,14 +185,32 @@ class KPSession:
 
     # -- request path ------------------------------------------------------------
 
-    def _before_request(self) -> None:
+    def _before_request(self) -> Response | None:
         state = self._state()
         if state.loop_pid != os.getpid():
             state.loop_pid = os.getpid()
             if state.settings.cleanup_enabled:
                 self.start_timeout_loop(verbose=state.settings.cleanup_verbose)
+        if request.routing_exception is not None:
+            # No view will run: answer our own paths in JSON, leave the rest
+            # (and the session, resolved lazily if wanted) to the host app.
+            if not state.settings.routes_enabled:
+                return None
+            app = current_app._get_current_object()  # type: ignore[attr-defined]
+            return routing_answer(app, request, state.settings.url_prefix)
         if state.settings.hook_enabled and request.endpoint != "static":
             request_state()
+        return None
+
+    def _after_request(self, response: Response) -> Response:
+        # Whoever set or cleared the session cookie, the answer must not be
+        # cached: a shared cache would hand one user's token to the next.
+        name = self._state().settings.cookie_name + "="
+        if any(
+            value.startswith(name) for value in response.headers.getlist("Set-Cookie")
+        ):
+            private(response)
+        return response
 
     def resolve_request(self) -> RequestState:
         """Validate the current request's token; refresh a live session's clock.
@@ -223,9 +240,17 @@ class KPSession:
         issues a new token and never adopts one the client chose.
 
         :raises InvalidCredentialsError: the same for unknown user and bad password.
+        :raises InvalidAddressError: the request carries no usable client address.
         """
         state = self._state()
         addr = request.remote_addr or ""
+        if not is_valid_address(addr):
+            logger.warning(
+                "login refused: client address %r is not an IP address (behind a "
+                "proxy, wrap the app in ProxyFix with the right number of hops)",
+                addr[:64],
+            )
+            raise InvalidAddressError("the client address is not an IP address")
         check = self._verify_password or state.users.verify
         try:
             matched = bool(check(username, password))

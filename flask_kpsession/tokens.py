@@ -11,7 +11,10 @@ import hashlib
 import hmac
 import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from .errors import ConfigurationError
 
 #: URL-safe base64 alphabet, 32 to 256 characters: the only shape ever accepted.
 TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]{32,256}")
@@ -36,6 +39,34 @@ def is_well_formed(token: object) -> bool:
     Checked before any query, so that junk never reaches the database.
     """
     return isinstance(token, str) and TOKEN_PATTERN.fullmatch(token) is not None
+
+
+def secret_keys(config: Mapping[str, Any]) -> list[str | bytes]:
+    """Return ``SECRET_KEY`` then ``SECRET_KEY_FALLBACKS`` from the app config.
+
+    An unset or empty ``SECRET_KEY`` yields an empty list (plain SHA-256
+    digests). Read once, at ``init_app``: a key set later is not used.
+
+    :raises ConfigurationError: a key is neither text nor bytes, or the
+        fallbacks are not a list of them.
+    """
+    key = config.get("SECRET_KEY")
+    if key is not None and not isinstance(key, (str, bytes)):
+        raise ConfigurationError(
+            f"SECRET_KEY={type(key).__name__} value is not valid: expected "
+            "a str or bytes (or None, for unkeyed token hashes)."
+        )
+    fallbacks = config.get("SECRET_KEY_FALLBACKS") or []
+    if not isinstance(fallbacks, (list, tuple)) or not all(
+        isinstance(item, (str, bytes)) for item in fallbacks
+    ):
+        raise ConfigurationError(
+            "SECRET_KEY_FALLBACKS is not valid: expected a list of str or bytes "
+            "(older keys, newest first)."
+        )
+    if not key:
+        return []
+    return [key, *(item for item in fallbacks if item)]
 
 
 def _as_bytes(secret: str | bytes) -> bytes:

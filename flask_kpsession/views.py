@@ -6,13 +6,18 @@ Every answer under the blueprint is JSON, private (``Cache-Control: no-store``,
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import TYPE_CHECKING, cast
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from .errors import DatabaseUnavailableError, InvalidCredentialsError
+from .errors import (
+    DatabaseUnavailableError,
+    InvalidAddressError,
+    InvalidCredentialsError,
+)
 from .hook import login_required, request_state
 from .payloads import BadPayload, read_credentials, read_keep_current
 from .responses import (
@@ -123,6 +128,10 @@ def logout_all() -> Response:
 
 @blueprint.after_request
 def _private(response: Response) -> Response:
+    if request.method == "OPTIONS" and not response.is_json and not response.data:
+        # Flask's automatic OPTIONS answer is empty; keep the prefix all JSON.
+        response.set_data(json.dumps({"methods": sorted(response.allow)}))
+        response.mimetype = "application/json"
     return private(response)
 
 
@@ -134,6 +143,15 @@ def _bad_payload(error: BadPayload) -> Response:
 @blueprint.errorhandler(InvalidCredentialsError)
 def _invalid_credentials(error: InvalidCredentialsError) -> Response:
     return json_error(401, "invalid_credentials", "Invalid username or password.")
+
+
+@blueprint.errorhandler(InvalidAddressError)
+def _invalid_address(error: InvalidAddressError) -> Response:
+    return json_error(
+        400,
+        "invalid_address",
+        "The client address of this request is not an IP address.",
+    )
 
 
 @blueprint.errorhandler(DatabaseUnavailableError)
