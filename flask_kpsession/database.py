@@ -158,21 +158,26 @@ class Database:
             for index in table.indexes:
                 conn.execute(CreateIndex(index, if_not_exists=True))
 
-    def run(self, work: Callable[[Connection], T]) -> T:
+    def run(self, work: Callable[[Connection], T], *, commit: bool = True) -> T:
         """Run ``work`` in one transaction and commit it, retrying transient faults.
 
+        :param commit: ``False`` for work that commits by itself after a write.
+            A transaction that only read is then ended by the connection's
+            return to the pool: one ROLLBACK round trip, where a COMMIT would
+            be followed by the pool's own reset (two).
         :raises DatabaseUnavailableError: the server cannot be reached.
         """
         self.ensure_tables()
-        return self._run_once(work)
+        return self._run_once(work, commit)
 
-    def _run_once(self, work: Callable[[Connection], T]) -> T:
+    def _run_once(self, work: Callable[[Connection], T], commit: bool = True) -> T:
         runs: dict[str, int] = {}
         while True:
             try:
                 with self.engine.connect() as conn:
                     result = work(conn)
-                    conn.commit()
+                    if commit:
+                        conn.commit()
                     return result
             except exc.DBAPIError as error:
                 fault = _fault_kind(error)

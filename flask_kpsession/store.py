@@ -14,11 +14,12 @@ from datetime import timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from . import signals
 from .addresses import MAX_ADDRESS_LENGTH, address_matches, is_valid_address
+from .cache import CachedRow, ValidationCache
 from .clock import utcnow
 from .config import MAX_USERNAME_LENGTH, Settings
 from .database import Database
@@ -77,6 +78,26 @@ class SessionStore:
             table.c.created_at,
             table.c.last_used_at,
         )
+        # Built once: the request path then skips statement construction and
+        # reuses the compiled form and its cache key, memoised on the object.
+        key = table.c.token_hash
+        self._select_one = select(*self._columns).where(key == bindparam("digest"))
+        self._select_any = select(*self._columns).where(
+            key.in_(bindparam("digests", expanding=True))
+        )
+        refresh = (
+            update(table)
+            .where(key == bindparam("digest"))
+            .where(table.c.last_used_at > bindparam("idle_cutoff"))
+            .values(last_used_at=bindparam("now"))
+        )
+        self._refresh_idle = refresh
+        self._refresh_both = refresh.where(
+            table.c.created_at > bindparam("absolute_cutoff")
+        )
+        ttl = settings.validation_cache
+        #: The opt-in per-process cache of the request path (``None``: off).
+        self.cache = ValidationCache(ttl) if ttl else None
 
     def boundary(self, idle_timeout: timedelta | None = None) -> Boundary:
         """Return the timeout boundary for now, with the configured timeouts."""
@@ -87,11 +108,16 @@ class SessionStore:
 
     # -- reading -----------------------------------------------------------------
 
-    def _find(self, conn: Connection, token: str) -> SessionRow | None:
-        digests = self._hasher.candidates(token)
+    def _find(
+        self, conn: Connection, token: str, digests: list[bytes] | None = None
+    ) -> SessionRow | None:
+        if digests is None:
+            digests = self._hasher.candidates(token)
         key = self._table.c.token_hash
-        condition = key == digests[0] if len(digests) == 1 else key.in_(digests)
-        row = conn.execute(select(*self._columns).where(condition)).first()
+        if len(digests) == 1:
+            row = conn.execute(self._select_one, {"digest": digests[0]}).first()
+        else:
+            row = conn.execute(self._select_any, {"digests": digests}).first()
         if row is not None and row.token_hash != digests[0]:
             # Stored under a fallback secret key: move it to the current one.
             conn.execute(
@@ -137,6 +163,7 @@ class SessionStore:
         *,
         refresh_after: timedelta | None = None,
         delete_dead: bool = True,
+        cached: bool = False,
     ) -> Lookup:
         """Find the session of ``token`` as seen from ``addr``, in one transaction.
 
@@ -144,53 +171,164 @@ class SessionStore:
         is false). A live row from a foreign address is left untouched. A live
         row from the right address is refreshed when its last refresh is at
         least ``refresh_after`` old (never, when ``None``).
+
+        A transaction that only read is not committed: returning the connection
+        ends it, so the common case costs the SELECT and one ROLLBACK.
+
+        :param cached: may be answered from the validation cache, if enabled
+            (the request hook's lookups only).
         """
         if not is_well_formed(token):
             return Lookup()
         boundary = self.boundary()
+        digests = self._hasher.candidates(token)
+        cache = self.cache if cached else None
+        generation = 0
+        if cache is not None:
+            hit = self._cached_lookup(cache, digests[0], addr, token, boundary)
+            if hit is not None and not self._refresh_due(
+                hit.session, boundary, refresh_after
+            ):
+                return hit
+            generation = cache.generation
 
         def work(conn: Connection) -> Lookup:
-            row = self._find(conn, token)
+            row = self._find(conn, token, digests)
             if row is None:
                 return Lookup()
-
-            verdict = self._judge(row, boundary)
-            session = self._to_session(row, token, boundary)
-            if verdict is not Verdict.LIVE:
-                removed = delete_dead and self._delete_row(conn, row.token_hash) == 1
-                return Lookup(session=session, verdict=verdict, removed=removed)
-
-            if not address_matches(self._settings.bind_ip, row.addr, addr):
-                return Lookup(session=session, verdict=verdict, foreign=True)
-
-            due = refresh_after is not None and (
-                boundary.now - row.last_used_at >= refresh_after
+            # A row found under a fallback key has just been moved to the current.
+            wrote = row.token_hash != digests[0]
+            found = self._settle(
+                conn, row, addr, token, boundary, refresh_after, delete_dead
             )
-            if due and not self._refresh(conn, row.token_hash, boundary):
-                return Lookup()  # deleted by a logout or purge meanwhile
-            if due:
-                session.last_used_at = boundary.now
-                session.expires_at = boundary.expires_at(row.created_at, boundary.now)
-            return Lookup(session=session, verdict=verdict, refreshed=due)
+            if wrote or found.refreshed or found.removed:
+                conn.commit()
+            return found
 
-        found = self._db.run(work)
+        found = self._db.run(work, commit=False)
+        if cache is not None:
+            self._remember(cache, digests, found, generation)
         self._announce(found, token, addr)
         return found
 
+    def _settle(
+        self,
+        conn: Connection,
+        row: SessionRow,
+        addr: str,
+        token: str,
+        boundary: Boundary,
+        refresh_after: timedelta | None,
+        delete_dead: bool,
+    ) -> Lookup:
+        """Judge a found row for ``addr``: delete it if dead, refresh it if due."""
+        verdict = self._judge(row, boundary)
+        session = self._to_session(row, token, boundary)
+        if verdict is not Verdict.LIVE:
+            removed = delete_dead and self._delete_row(conn, row.token_hash) == 1
+            return Lookup(session=session, verdict=verdict, removed=removed)
+
+        if not address_matches(self._settings.bind_ip, row.addr, addr):
+            return Lookup(session=session, verdict=verdict, foreign=True)
+
+        if not self._refresh_due(session, boundary, refresh_after):
+            return Lookup(session=session, verdict=verdict)
+        if not self._refresh(conn, row.token_hash, boundary):
+            return Lookup()  # deleted by a logout or purge meanwhile
+        session.last_used_at = boundary.now
+        session.expires_at = boundary.expires_at(row.created_at, boundary.now)
+        return Lookup(session=session, verdict=verdict, refreshed=True)
+
+    @staticmethod
+    def _refresh_due(
+        session: UserSession | None,
+        boundary: Boundary,
+        refresh_after: timedelta | None,
+    ) -> bool:
+        if refresh_after is None or session is None or session.last_used_at is None:
+            return False
+        return boundary.now - session.last_used_at >= refresh_after
+
     def _refresh(self, conn: Connection, token_hash: bytes, boundary: Boundary) -> bool:
-        table = self._table
-        statement = (
-            update(table)
-            .where(
-                table.c.token_hash == token_hash,
-                table.c.last_used_at > boundary.idle_cutoff,
-            )
-            .values(last_used_at=boundary.now)
-        )
+        params = {
+            "digest": token_hash,
+            "idle_cutoff": boundary.idle_cutoff,
+            "now": boundary.now,
+        }
         absolute_cutoff = boundary.absolute_cutoff
-        if absolute_cutoff is not None:
-            statement = statement.where(table.c.created_at > absolute_cutoff)
-        return conn.execute(statement).rowcount == 1
+        if absolute_cutoff is None:
+            return conn.execute(self._refresh_idle, params).rowcount == 1
+        params["absolute_cutoff"] = absolute_cutoff
+        return conn.execute(self._refresh_both, params).rowcount == 1
+
+    # -- the validation cache ----------------------------------------------------
+
+    def _cached_lookup(
+        self,
+        cache: ValidationCache,
+        digest: bytes,
+        addr: str,
+        token: str,
+        boundary: Boundary,
+    ) -> Lookup | None:
+        """Answer from the cache, or ``None`` when the database must be asked.
+
+        Only a live session used from an address its binding accepts is
+        answered here: anything else goes to the database, which logs and
+        signals it as usual.
+        """
+        row = cache.get(digest)
+        if row is None:
+            return None
+        if boundary.verdict(row.created_at, row.last_used_at) is not Verdict.LIVE:
+            return None
+        if not address_matches(self._settings.bind_ip, row.addr, addr):
+            return None
+        session = UserSession(
+            addr=row.addr,
+            token=token,
+            uname=row.uname,
+            created_at=row.created_at,
+            last_used_at=row.last_used_at,
+            expires_at=boundary.expires_at(row.created_at, row.last_used_at),
+            id=row.public_id,
+            user_agent=row.user_agent,
+        )
+        return Lookup(session=session, verdict=Verdict.LIVE)
+
+    @staticmethod
+    def _remember(
+        cache: ValidationCache, digests: list[bytes], found: Lookup, generation: int
+    ) -> None:
+        session = found.session
+        if found.foreign:
+            return  # the owner's entry, if any, stays; this address never hits it
+        if not found.live or session is None:
+            cache.discard(digests, revoked=False)
+            return
+        assert session.id is not None
+        assert session.created_at is not None and session.last_used_at is not None
+        row = CachedRow(
+            public_id=session.id,
+            uname=session.uname,
+            addr=session.addr,
+            user_agent=session.user_agent,
+            created_at=session.created_at,
+            last_used_at=session.last_used_at,
+        )
+        cache.put(digests[0], row, generation)
+
+    def forget_removed(
+        self, sender: object, session: UserSession | None = None, **extra: object
+    ) -> None:
+        """Receiver of ``session_removed``: drop that session from the cache."""
+        if self.cache is not None:
+            self.cache.discard_session(session.id if session is not None else None)
+
+    def forget_all(self, sender: object, **extra: object) -> None:
+        """Receiver of ``purge_finished``: a purge may have removed any session."""
+        if self.cache is not None:
+            self.cache.clear()
 
     def _announce(self, found: Lookup, token: str, addr: str) -> None:
         app = current_app._get_current_object()  # type: ignore[attr-defined]
@@ -314,6 +452,8 @@ class SessionStore:
             return session, self._delete_row(conn, row.token_hash) == 1
 
         session, deleted = self._db.run(work)
+        if deleted and self.cache is not None:
+            self.cache.discard(self._hasher.candidates(token))
         app = current_app._get_current_object()  # type: ignore[attr-defined]
         if session is not None and not deleted:
             signals.address_mismatch.send(app, session=session, addr=addr)
