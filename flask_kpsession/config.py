@@ -54,6 +54,10 @@ DEFAULTS: Mapping[str, Any] = MappingProxyType(
         # Skip the idle-clock write while the last refresh is younger than this;
         # capped at a tenth of the idle timeout.
         "KPSESSION_REFRESH_THROTTLE": timedelta(seconds=60),
+        # Opt-in per-process cache of validated sessions: None (off) or a
+        # timedelta of at most 1 s, the longest a revocation made elsewhere
+        # may go unseen by this process.
+        "KPSESSION_VALIDATION_CACHE": None,
         # Random bytes per token (at least 32: 256 bits).
         "KPSESSION_TOKEN_BYTES": 32,
         # Argon2id cost of the built-in users table (OWASP minimum: t=2, 19 MiB).
@@ -71,6 +75,8 @@ DEFAULTS: Mapping[str, Any] = MappingProxyType(
 MIN_TIME_COST = 2
 MIN_MEMORY_COST = 19 * 1024
 MAX_TOKEN_BYTES = 192
+#: The longest validation cache lifetime accepted: the revocation lag it allows.
+MAX_VALIDATION_CACHE = timedelta(seconds=1)
 MAX_USERNAME_LENGTH = 255
 CLEAR_SITE_DATA_DIRECTIVES = frozenset(
     {"cache", "cookies", "storage", "executionContexts", "*"}
@@ -97,6 +103,7 @@ class Settings:
     cookie_secure: bool
     cookie_samesite: str
     refresh_throttle: timedelta
+    validation_cache: timedelta | None
     token_bytes: int
     password_time_cost: int
     password_memory_cost: int
@@ -184,6 +191,16 @@ def _samesite(key: str, value: object) -> str:
     raise _fail(key, value, '"Lax" or "Strict"')
 
 
+def _validation_cache(key: str, value: object) -> timedelta | None:
+    if value is None:
+        return None
+    if isinstance(value, timedelta) and timedelta(0) <= value <= MAX_VALIDATION_CACHE:
+        return value or None
+    raise _fail(
+        key, value, "None (off) or a timedelta from 0 (off) to 1 second at most"
+    )
+
+
 def _clear_site_data(key: str, value: object) -> tuple[str, ...]:
     if isinstance(value, (list, tuple)) and all(
         isinstance(item, str) and item in CLEAR_SITE_DATA_DIRECTIVES for item in value
@@ -254,6 +271,7 @@ def load_settings(config: Mapping[str, Any]) -> Settings:
         cookie_secure=secure,
         cookie_samesite=_read(config, "KPSESSION_COOKIE_SAMESITE", _samesite),
         refresh_throttle=throttle,
+        validation_cache=_read(config, "KPSESSION_VALIDATION_CACHE", _validation_cache),
         token_bytes=_int_in(
             "KPSESSION_TOKEN_BYTES", config["KPSESSION_TOKEN_BYTES"], 32, 192
         ),

@@ -117,6 +117,11 @@ class KPSession:
             purger=Purger(database, settings.cleanup_batch_size),
         )
         app.extensions["kpsession"] = self
+        sessions = self._states[app].sessions
+        if sessions.cache is not None:
+            # Removals made in this process reach the validation cache at once.
+            signals.session_removed.connect(sessions.forget_removed, sender=app)
+            signals.purge_finished.connect(sessions.forget_all, sender=app)
 
         if not hasher.keyed:
             logger.warning(
@@ -226,6 +231,7 @@ class KPSession:
                 request.remote_addr or "",
                 token,
                 refresh_after=state.settings.refresh_throttle,
+                cached=True,
             )
         except DatabaseUnavailableError as error:
             logger.warning("session not checked, database unavailable: %s", error)

@@ -53,6 +53,9 @@ BAD_VALUES = [
     ("KPSESSION_COOKIE_HOST_PREFIX", "yes"),
     ("KPSESSION_REFRESH_THROTTLE", -1),
     ("KPSESSION_REFRESH_THROTTLE", "1m"),
+    ("KPSESSION_VALIDATION_CACHE", timedelta(seconds=2)),
+    ("KPSESSION_VALIDATION_CACHE", 1),
+    ("KPSESSION_VALIDATION_CACHE", timedelta(seconds=-1)),
     ("KPSESSION_TOKEN_BYTES", 16),
     ("KPSESSION_TOKEN_BYTES", 500),
     ("KPSESSION_PASSWORD_TIME_COST", 1),
@@ -94,6 +97,9 @@ def test_a_bad_value_is_refused_naming_key_value_and_what_is_accepted(
         ("KPSESSION_COOKIE_SAMESITE", "Strict"),
         ("KPSESSION_CLEAR_SITE_DATA", []),
         ("KPSESSION_REFRESH_THROTTLE", timedelta(0)),
+        ("KPSESSION_VALIDATION_CACHE", timedelta(milliseconds=250)),
+        ("KPSESSION_VALIDATION_CACHE", timedelta(seconds=1)),
+        ("KPSESSION_VALIDATION_CACHE", timedelta(0)),
     ],
 )
 def test_unusual_but_valid_values_are_accepted(make_app: AppFactory, key, value):
