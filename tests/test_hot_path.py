@@ -275,19 +275,31 @@ def test_removals_through_the_operations_revoke_at_once(
 ):
     app = _cached_app(make_app)
     kp: KPSession = app.extensions["kpsession"]
-    first, second, third = _sessions(app, 3)
-    for token in (first, second, third):
+    tokens = _sessions(app, 5)
+    for token in tokens:
         assert _get(app, token) == 200
 
     with app.app_context():
-        assert kp.remove_session(ADDR, first)
-    assert _get(app, first) == 401
-    assert _get(app, second) == 200
+        assert kp.remove_session(ADDR, tokens[0])
+    assert _get(app, tokens[0]) == 401
+    assert _get(app, tokens[1]) == 200
+
+    with app.app_context():
+        (listed,) = kp.list_sessions("user1")
+        assert listed.id is not None
+        assert kp.revoke_session(listed.id)
+    assert _get(app, tokens[1]) == 401
+    assert _get(app, tokens[2]) == 200
+
+    with app.app_context():
+        assert kp.revoke_user_sessions("user2") == 1
+    assert _get(app, tokens[2]) == 401
+    assert _get(app, tokens[3]) == 200
 
     with app.app_context():
         assert kp.delete_timed_out_sessions(0) == 2
-    assert _get(app, second) == 401
-    assert _get(app, third) == 401
+    assert _get(app, tokens[3]) == 401
+    assert _get(app, tokens[4]) == 401
 
 
 def test_a_cached_session_still_times_out_on_the_clock(
