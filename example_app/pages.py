@@ -19,6 +19,7 @@ from flask_kpsession import (
     DatabaseUnavailableError,
     InvalidCredentialsError,
     KPSession,
+    LoginThrottledError,
     current_session,
     login_required,
 )
@@ -84,6 +85,15 @@ def login() -> str | Response | BaseResponse:
     password = request.form.get("password", "")
     try:
         session = _kp().log_in(username, password)
+    except LoginThrottledError as error:
+        page = render_template(
+            "login.html",
+            error="Too many failed attempts; wait a few minutes and try again.",
+            username=username,
+        )
+        response = make_response(page, 429)
+        response.headers["Retry-After"] = str(error.retry_after)
+        return response
     except InvalidCredentialsError:
         page = render_template(
             "login.html", error="Invalid username or password.", username=username

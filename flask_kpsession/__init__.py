@@ -10,6 +10,7 @@ from .errors import (
     InvalidAddressError,
     InvalidCredentialsError,
     KPSessionError,
+    LoginThrottledError,
     NoSessionFoundError,
     UnknownUserError,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "InvalidCredentialsError",
     "KPSession",
     "KPSessionError",
+    "LoginThrottledError",
     "NoSessionFoundError",
     "UnknownUserError",
     "UserSession",

@@ -68,6 +68,26 @@ DEFAULTS: Mapping[str, Any] = MappingProxyType(
         "KPSESSION_MAX_PASSWORD_LENGTH": 1024,
         # Directives of the Clear-Site-Data header sent by /logout (empty: none).
         "KPSESSION_CLEAR_SITE_DATA": ("cache",),
+        # Failed-login throttling, stored in the database (see throttle.py).
+        "KPSESSION_LOGIN_THROTTLE": True,
+        # Failures allowed per username and address within the window.
+        "KPSESSION_LOGIN_PAIR_LIMIT": 10,
+        "KPSESSION_LOGIN_PAIR_WINDOW": 5,
+        # Failures allowed per address (IPv6: per /64), any username.
+        "KPSESSION_LOGIN_ADDRESS_LIMIT": 100,
+        "KPSESSION_LOGIN_ADDRESS_WINDOW": 5,
+        # Failures allowed per username across addresses; addresses the user
+        # logged in from within the trust period are exempt from this one.
+        "KPSESSION_LOGIN_USER_LIMIT": 100,
+        "KPSESSION_LOGIN_USER_WINDOW": 60,
+        "KPSESSION_LOGIN_TRUST_PERIOD": timedelta(days=30),
+        # Refuse cookie-authenticated unsafe requests that a browser marks as
+        # coming from another site (Sec-Fetch-Site, else Origin against Host).
+        "KPSESSION_CSRF_PROTECTION": True,
+        # Origins ("https://host[:port]") whose requests count as same-site.
+        "KPSESSION_CSRF_TRUSTED_ORIGINS": (),
+        # Also require the X-CSRF-Token header (signed double-submit cookie).
+        "KPSESSION_CSRF_DOUBLE_SUBMIT": False,
     }
 )
 
@@ -83,6 +103,37 @@ CLEAR_SITE_DATA_DIRECTIVES = frozenset(
 )
 
 BindPolicy = Literal[True, False, "subnet"]
+
+#: Most failures a throttle limit may allow; more would be no throttle at all.
+MAX_LOGIN_LIMIT = 1_000_000
+
+
+@dataclass(frozen=True)
+class ThrottleSettings:
+    """The failed-login limits: each ``limit`` failures per ``window``."""
+
+    enabled: bool
+    pair_limit: int
+    pair_window: timedelta
+    address_limit: int
+    address_window: timedelta
+    user_limit: int
+    user_window: timedelta
+    trust_period: timedelta
+
+    @property
+    def longest_window(self) -> timedelta:
+        """How long a failure can matter; older ones may be deleted."""
+        return max(self.pair_window, self.address_window, self.user_window)
+
+
+@dataclass(frozen=True)
+class CsrfSettings:
+    """How cookie-authenticated unsafe requests are checked for their origin."""
+
+    enabled: bool
+    trusted_origins: frozenset[str]
+    double_submit: bool
 
 
 @dataclass(frozen=True)
@@ -110,6 +161,8 @@ class Settings:
     password_parallelism: int
     max_password_length: int
     clear_site_data: tuple[str, ...]
+    throttle: ThrottleSettings
+    csrf: CsrfSettings
 
 
 def _fail(key: str, value: object, accepted: str) -> ConfigurationError:
@@ -214,6 +267,49 @@ def _clear_site_data(key: str, value: object) -> tuple[str, ...]:
     )
 
 
+_ORIGIN = re.compile(r"https?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?")
+
+
+def _origins(key: str, value: object) -> frozenset[str]:
+    if isinstance(value, (list, tuple, set, frozenset)) and all(
+        isinstance(item, str) and _ORIGIN.fullmatch(item) for item in value
+    ):
+        return frozenset(item.lower() for item in value)
+    raise _fail(
+        key,
+        value,
+        'a list of origins such as "https://app.example.com" or '
+        '"https://example.com:8443" (scheme, host and optional port, no path)',
+    )
+
+
+def _limit(key: str, value: object) -> int:
+    return _int_in(key, value, 1, MAX_LOGIN_LIMIT)
+
+
+def load_throttle_settings(config: Mapping[str, Any]) -> ThrottleSettings:
+    """Validate the ``KPSESSION_LOGIN_*`` keys into :class:`ThrottleSettings`."""
+    return ThrottleSettings(
+        enabled=_read(config, "KPSESSION_LOGIN_THROTTLE", _flag),
+        pair_limit=_read(config, "KPSESSION_LOGIN_PAIR_LIMIT", _limit),
+        pair_window=_read(config, "KPSESSION_LOGIN_PAIR_WINDOW", _duration),
+        address_limit=_read(config, "KPSESSION_LOGIN_ADDRESS_LIMIT", _limit),
+        address_window=_read(config, "KPSESSION_LOGIN_ADDRESS_WINDOW", _duration),
+        user_limit=_read(config, "KPSESSION_LOGIN_USER_LIMIT", _limit),
+        user_window=_read(config, "KPSESSION_LOGIN_USER_WINDOW", _duration),
+        trust_period=_read(config, "KPSESSION_LOGIN_TRUST_PERIOD", _duration),
+    )
+
+
+def load_csrf_settings(config: Mapping[str, Any]) -> CsrfSettings:
+    """Validate the ``KPSESSION_CSRF_*`` keys into :class:`CsrfSettings`."""
+    return CsrfSettings(
+        enabled=_read(config, "KPSESSION_CSRF_PROTECTION", _flag),
+        trusted_origins=_read(config, "KPSESSION_CSRF_TRUSTED_ORIGINS", _origins),
+        double_submit=_read(config, "KPSESSION_CSRF_DOUBLE_SUBMIT", _flag),
+    )
+
+
 def _read(config: Mapping[str, Any], key: str, check: Callable[..., Any]) -> Any:
     return check(key, config[key])
 
@@ -300,4 +396,6 @@ def load_settings(config: Mapping[str, Any]) -> Settings:
             65536,
         ),
         clear_site_data=_read(config, "KPSESSION_CLEAR_SITE_DATA", _clear_site_data),
+        throttle=load_throttle_settings(config),
+        csrf=load_csrf_settings(config),
     )

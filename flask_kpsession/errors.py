@@ -53,3 +53,18 @@ class DatabaseUnavailableError(KPSessionError):
 
 class UnknownUserError(KPSessionError, LookupError):
     """No user of the built-in users table has that name."""
+
+
+class LoginThrottledError(InvalidCredentialsError):
+    """Too many failed logins: this attempt was refused without checking it.
+
+    A subclass of :class:`InvalidCredentialsError`, so a login view that only
+    knows that one still refuses the attempt; views that know this one answer
+    429 with ``Retry-After``.
+
+    :param retry_after: whole seconds until an attempt may be checked again.
+    """
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__("too many failed logins; try again later")
+        self.retry_after = retry_after

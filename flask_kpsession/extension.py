@@ -17,6 +17,7 @@ from . import scheduler, signals
 from .addresses import is_valid_address
 from .cli import kpsession_cli
 from .config import DEFAULTS, Settings, load_settings
+from .csrf import CsrfGuard
 from .database import Database
 from .errors import (
     DatabaseUnavailableError,
@@ -31,6 +32,7 @@ from .purge import Purger
 from .record import UserSession
 from .responses import private, unavailable
 from .store import SessionStore
+from .throttle import LoginThrottle
 from .tokens import TokenHasher, secret_keys
 from .transport import clear_session_cookie, read_token, set_session_cookie
 from .unrouted import routing_answer
@@ -53,6 +55,8 @@ class _AppState:
     users: UserStore
     inventory: SessionInventory
     purger: Purger
+    throttle: LoginThrottle
+    csrf: CsrfGuard
     loop_pid: int | None = None
 
 
@@ -106,7 +110,8 @@ class KPSession:
         with app.app_context():
             engine = db.engine
         database = Database(engine, define_tables(db.metadata), owns_engine=owns_db)
-        hasher = TokenHasher(secret_keys(app.config))
+        keys = secret_keys(app.config)
+        hasher = TokenHasher(keys)
         self._states[app] = _AppState(
             settings=settings,
             db=db,
@@ -115,6 +120,10 @@ class KPSession:
             users=UserStore(database, settings),
             inventory=SessionInventory(database, hasher),
             purger=Purger(database, settings.cleanup_batch_size),
+            throttle=LoginThrottle(
+                database, settings.throttle, keys, settings.cleanup_batch_size
+            ),
+            csrf=CsrfGuard(settings.csrf, settings.cookie_name, keys),
         )
         app.extensions["kpsession"] = self
         sessions = self._states[app].sessions
@@ -226,6 +235,8 @@ class KPSession:
         token = read_token(request, state.settings)
         if token is None:
             return RequestState()
+        if state.csrf.refuses(request):
+            return RequestState(csrf_refused=True)
         try:
             found = state.sessions.lookup(
                 request.remote_addr or "",
@@ -247,6 +258,7 @@ class KPSession:
 
         :raises InvalidCredentialsError: the same for unknown user and bad password.
         :raises InvalidAddressError: the request carries no usable client address.
+        :raises LoginThrottledError: too many failures; the attempt was not checked.
         """
         state = self._state()
         addr = request.remote_addr or ""
@@ -257,6 +269,7 @@ class KPSession:
                 addr[:64],
             )
             raise InvalidAddressError("the client address is not an IP address")
+        state.throttle.check(username, addr)
         check = self._verify_password or state.users.verify
         try:
             matched = bool(check(username, password))
@@ -264,6 +277,7 @@ class KPSession:
             matched = False
         if not matched:
             logger.info("failed login for %r from %s", username, addr)
+            state.throttle.record_failure(username, addr)
             raise InvalidCredentialsError("invalid username or password")
 
         previous = read_token(request, state.settings)
@@ -273,15 +287,19 @@ class KPSession:
             addr, username, request.headers.get("User-Agent", "")
         )
         setattr(g, _G_ATTR, RequestState(token=session.token, session=session))
+        state.throttle.record_success(username, addr)
         logger.info("login of %r from %s", username, addr)
         return session
 
     def log_out(self) -> bool:
-        """End the session this request presents; return whether one was deleted."""
+        """End the session this request presents; return whether one was deleted.
+
+        A cookie-authenticated request that looks forged ends nothing.
+        """
         state = self._state()
         token = read_token(request, state.settings)
         removed = False
-        if token:
+        if token and not state.csrf.refuses(request):
             removed = state.sessions.remove(request.remote_addr or "", token)
         setattr(g, _G_ATTR, RequestState())
         if removed:
@@ -291,11 +309,17 @@ class KPSession:
     def set_cookie(self, response: Response, session: UserSession) -> None:
         """Put the token of ``session`` in the session cookie of ``response``."""
         assert session.token is not None
-        set_session_cookie(response, request, self._state().settings, session.token)
+        state = self._state()
+        set_session_cookie(response, request, state.settings, session.token)
+        secure = state.settings.cookie_secure or request.is_secure
+        state.csrf.set_cookie(response, secure, state.settings, session.token)
 
     def clear_cookie(self, response: Response) -> None:
         """Expire the session cookie in the browser."""
-        clear_session_cookie(response, request, self._state().settings)
+        state = self._state()
+        clear_session_cookie(response, request, state.settings)
+        secure = state.settings.cookie_secure or request.is_secure
+        state.csrf.clear_cookie(response, secure, state.settings)
 
     def create_user(self, username: str, password: str) -> None:
         """Add a user to the built-in users table.
@@ -413,6 +437,7 @@ class KPSession:
             if timeout < timedelta(0):
                 raise ValueError("timeout must not be negative")
         count = state.purger.purge(state.sessions.boundary(timeout))
+        state.throttle.purge()
         signals.purge_finished.send(current_app._get_current_object(), count=count)  # type: ignore[attr-defined]
         return count
 

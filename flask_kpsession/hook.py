@@ -16,7 +16,7 @@ from flask import current_app, g, has_request_context
 from werkzeug.local import LocalProxy
 
 from .record import UserSession
-from .responses import unauthorized, unavailable
+from .responses import forbidden, unauthorized, unavailable
 
 if TYPE_CHECKING:
     from .extension import KPSession
@@ -33,11 +33,14 @@ class RequestState:
     :param token: the presented token, as sent (``None`` when there is none).
     :param session: the live session it names, if any.
     :param unavailable: the database could not be asked, so nobody can say.
+    :param csrf_refused: an unsafe request authenticated by the cookie that
+        looks forged (see :mod:`flask_kpsession.csrf`); it carries no session.
     """
 
     token: str | None = None
     session: UserSession | None = None
     unavailable: bool = False
+    csrf_refused: bool = False
 
 
 def request_state() -> RequestState:
@@ -70,7 +73,8 @@ current_session: UserSession = LocalProxy(_current_session)  # type: ignore[assi
 def login_required(view: F) -> F:
     """Let the view run only for a request with a live session.
 
-    Answers 401 JSON without one, and 503 JSON while the session database is
+    Answers 401 JSON without one, 403 JSON for a cookie-authenticated unsafe
+    request that looks forged, and 503 JSON while the session database is
     unreachable: an outage must not look like a logout.
     """
 
@@ -79,6 +83,8 @@ def login_required(view: F) -> F:
         state = request_state()
         if state.session is not None:
             return view(*args, **kwargs)
+        if state.csrf_refused:
+            return forbidden()
         if state.unavailable:
             return unavailable()
         return unauthorized()

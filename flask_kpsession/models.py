@@ -30,6 +30,8 @@ from .clock import UTC
 
 SESSIONS_TABLE = "kp_sessions"
 USERS_TABLE = "kp_users"
+LOGIN_FAILURES_TABLE = "kp_login_failures"
+LOGIN_TRUST_TABLE = "kp_login_trust"
 
 _MYSQL = ("mysql", "mariadb")
 _SQLITE_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
@@ -102,10 +104,12 @@ class Tables:
 
     sessions: Table
     users: Table
+    login_failures: Table
+    login_trust: Table
 
     @property
     def all(self) -> tuple[Table, ...]:
-        return (self.sessions, self.users)
+        return (self.sessions, self.users, self.login_failures, self.login_trust)
 
 
 def define_tables(metadata: MetaData) -> Tables:
@@ -114,6 +118,8 @@ def define_tables(metadata: MetaData) -> Tables:
         return Tables(
             sessions=metadata.tables[SESSIONS_TABLE],
             users=metadata.tables[USERS_TABLE],
+            login_failures=metadata.tables[LOGIN_FAILURES_TABLE],
+            login_trust=metadata.tables[LOGIN_TRUST_TABLE],
         )
 
     sessions = Table(
@@ -148,4 +154,45 @@ def define_tables(metadata: MetaData) -> Tables:
         mysql_engine="InnoDB",
         mysql_charset="utf8mb4",
     )
-    return Tables(sessions=sessions, users=users)
+    login_failures, login_trust = _define_throttle_tables(metadata)
+    return Tables(
+        sessions=sessions,
+        users=users,
+        login_failures=login_failures,
+        login_trust=login_trust,
+    )
+
+
+def _define_throttle_tables(metadata: MetaData) -> tuple[Table, Table]:
+    # Usernames are kept as keyed hashes: the table records names that were
+    # tried, which include typos and passwords typed into the wrong field.
+    failures = Table(
+        LOGIN_FAILURES_TABLE,
+        metadata,
+        Column(
+            "id",
+            BigInteger().with_variant(Integer(), "sqlite"),
+            primary_key=True,
+            autoincrement=True,
+        ),
+        Column("uname_key", _token_hash_type(), nullable=False),
+        Column("addr_key", _ascii_type(45), nullable=False),
+        Column("failed_at", UTCDateTime(), nullable=False),
+        Index("ix_kp_login_failures_pair", "uname_key", "addr_key", "failed_at"),
+        Index("ix_kp_login_failures_addr", "addr_key", "failed_at"),
+        Index("ix_kp_login_failures_uname", "uname_key", "failed_at"),
+        Index("ix_kp_login_failures_failed_at", "failed_at"),
+        mysql_engine="InnoDB",
+        mysql_charset="utf8mb4",
+    )
+    trust = Table(
+        LOGIN_TRUST_TABLE,
+        metadata,
+        Column("uname_key", _token_hash_type(), primary_key=True),
+        Column("addr_key", _ascii_type(45), primary_key=True),
+        Column("last_success_at", UTCDateTime(), nullable=False),
+        Index("ix_kp_login_trust_last_success_at", "last_success_at"),
+        mysql_engine="InnoDB",
+        mysql_charset="utf8mb4",
+    )
+    return failures, trust

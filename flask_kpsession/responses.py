@@ -43,6 +43,15 @@ def unauthorized() -> Response:
     )
 
 
+def forbidden() -> Response:
+    """The answer to a request refused as a possible cross-site forgery."""
+    return json_error(
+        403,
+        "csrf_refused",
+        "This request was refused as a possible cross-site request forgery.",
+    )
+
+
 def unavailable() -> Response:
     """The answer while the session database cannot be reached."""
     return json_error(

@@ -13,10 +13,12 @@ from typing import TYPE_CHECKING, cast
 from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from .csrf import refuse_forgery
 from .errors import (
     DatabaseUnavailableError,
     InvalidAddressError,
     InvalidCredentialsError,
+    LoginThrottledError,
 )
 from .hook import login_required, request_state
 from .payloads import BadPayload, read_credentials, read_keep_current
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 blueprint = Blueprint("kpsession", __name__)
+blueprint.before_request(refuse_forgery)
 
 
 def _extension() -> KPSession:
@@ -151,6 +154,16 @@ def _invalid_address(error: InvalidAddressError) -> Response:
         400,
         "invalid_address",
         "The client address of this request is not an IP address.",
+    )
+
+
+@blueprint.errorhandler(LoginThrottledError)
+def _throttled(error: LoginThrottledError) -> Response:
+    return json_error(
+        429,
+        "too_many_attempts",
+        "Too many failed logins; try again later.",
+        {"Retry-After": str(error.retry_after)},
     )
 
 

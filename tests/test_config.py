@@ -64,6 +64,20 @@ BAD_VALUES = [
     ("KPSESSION_MAX_PASSWORD_LENGTH", 4),
     ("KPSESSION_CLEAR_SITE_DATA", '"cache"'),
     ("KPSESSION_CLEAR_SITE_DATA", ["cache", "everything"]),
+    ("KPSESSION_LOGIN_THROTTLE", "on"),
+    ("KPSESSION_LOGIN_PAIR_LIMIT", 0),
+    ("KPSESSION_LOGIN_PAIR_LIMIT", 10.0),
+    ("KPSESSION_LOGIN_PAIR_WINDOW", 0),
+    ("KPSESSION_LOGIN_ADDRESS_LIMIT", -1),
+    ("KPSESSION_LOGIN_ADDRESS_WINDOW", "5"),
+    ("KPSESSION_LOGIN_USER_LIMIT", 10**7),
+    ("KPSESSION_LOGIN_USER_WINDOW", timedelta(seconds=-5)),
+    ("KPSESSION_LOGIN_TRUST_PERIOD", None),
+    ("KPSESSION_CSRF_PROTECTION", 0),
+    ("KPSESSION_CSRF_TRUSTED_ORIGINS", "https://app.example.com"),
+    ("KPSESSION_CSRF_TRUSTED_ORIGINS", ["https://app.example.com/path"]),
+    ("KPSESSION_CSRF_TRUSTED_ORIGINS", ["app.example.com"]),
+    ("KPSESSION_CSRF_DOUBLE_SUBMIT", "yes"),
 ]
 
 
@@ -100,6 +114,10 @@ def test_a_bad_value_is_refused_naming_key_value_and_what_is_accepted(
         ("KPSESSION_VALIDATION_CACHE", timedelta(milliseconds=250)),
         ("KPSESSION_VALIDATION_CACHE", timedelta(seconds=1)),
         ("KPSESSION_VALIDATION_CACHE", timedelta(0)),
+        ("KPSESSION_LOGIN_PAIR_LIMIT", 1),
+        ("KPSESSION_LOGIN_USER_WINDOW", timedelta(seconds=30)),
+        ("KPSESSION_CSRF_TRUSTED_ORIGINS", ["https://a.example.com:8443"]),
+        ("KPSESSION_CSRF_TRUSTED_ORIGINS", ("http://[::1]:5000",)),
     ],
 )
 def test_unusual_but_valid_values_are_accepted(make_app: AppFactory, key, value):
