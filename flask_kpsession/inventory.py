@@ -18,7 +18,7 @@ from . import signals
 from .database import Database
 from .record import UserSession
 from .timeouts import Boundary
-from .tokens import TokenHasher, is_well_formed
+from .tokens import TokenHasher, is_public_id, is_well_formed
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class SessionInventory:
         self, session_id: str, *, uname: str | None = None, reason: str = "revoked"
     ) -> bool:
         """Delete the session with this public id (of ``uname`` only, if given)."""
-        if not isinstance(session_id, str) or not session_id or len(session_id) > 32:
+        if not is_public_id(session_id):
             return False
         c = self._table.c
         conditions = [c.public_id == session_id]

@@ -33,6 +33,18 @@ def new_public_id() -> str:
     return secrets.token_urlsafe(16)
 
 
+_PUBLIC_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,32}")
+
+
+def is_public_id(value: object) -> bool:
+    """Tell whether ``value`` can be a public session id at all.
+
+    Checked before any query: on MariaDB the id column is ASCII, and comparing
+    it with other characters is an error, not a miss.
+    """
+    return isinstance(value, str) and _PUBLIC_ID_PATTERN.fullmatch(value) is not None
+
+
 def is_well_formed(token: object) -> bool:
     """Tell whether ``token`` has the only shape a session token can have.
 
