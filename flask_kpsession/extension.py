@@ -15,6 +15,7 @@ from flask_sqlalchemy import SQLAlchemy
 
 from . import scheduler, signals
 from .addresses import is_valid_address
+from .cleanup import ScheduledPurge
 from .cli import kpsession_cli
 from .config import DEFAULTS, Settings, load_settings
 from .csrf import CsrfGuard
@@ -442,11 +443,19 @@ class KPSession:
         return count
 
     def start_timeout_loop(self, verbose: bool = True) -> None:
-        """Start (once) the background job that purges every cleanup interval."""
+        """Start (once) the background job that purges every cleanup interval.
+
+        Any number of processes and hosts may run it: each interval, the one
+        that claims it in the database purges, and the others skip.
+        """
         app = current_app._get_current_object()  # type: ignore[attr-defined]
         interval = self._state(app).settings.cleanup_interval
         started = scheduler.start_job(
-            app, interval, lambda target: self._scheduled_purge(target, verbose)
+            app,
+            interval,
+            lambda target, keep_going: self._scheduled_purge(
+                target, verbose, keep_going
+            ),
         )
         if started:
             logger.info("purge job started: every %s", interval)
@@ -457,12 +466,29 @@ class KPSession:
         if scheduler.stop_job_by_id(scheduler.job_id(app)):
             logger.info("purge job stopped")
 
-    def _scheduled_purge(self, app: Flask, verbose: bool) -> None:
+    def _scheduled_purge(
+        self, app: Flask, verbose: bool, keep_going: Callable[[], bool]
+    ) -> None:
+        state = self._state(app)
+        job = ScheduledPurge(
+            state.database,
+            state.purger,
+            state.sessions.boundary,
+            state.settings.cleanup_interval,
+        )
         with app.app_context():
             try:
-                count = self.delete_timed_out_sessions()
-            except Exception as error:
+                count = job.run(keep_going)
+                if count is not None and keep_going():
+                    state.throttle.purge()
+            except DatabaseUnavailableError as error:
                 logger.warning("purge of timed-out sessions failed: %s", error)
                 return
+            except Exception:
+                logger.exception("purge of timed-out sessions failed")
+                return
+            if count is None:
+                return
+            signals.purge_finished.send(app, count=count)
         if verbose:
             logger.info("purged %d timed-out sessions", count)

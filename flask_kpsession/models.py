@@ -32,6 +32,7 @@ SESSIONS_TABLE = "kp_sessions"
 USERS_TABLE = "kp_users"
 LOGIN_FAILURES_TABLE = "kp_login_failures"
 LOGIN_TRUST_TABLE = "kp_login_trust"
+PURGE_CLAIMS_TABLE = "kp_purge_claims"
 
 _MYSQL = ("mysql", "mariadb")
 _SQLITE_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
@@ -106,10 +107,17 @@ class Tables:
     users: Table
     login_failures: Table
     login_trust: Table
+    purge_claims: Table
 
     @property
     def all(self) -> tuple[Table, ...]:
-        return (self.sessions, self.users, self.login_failures, self.login_trust)
+        return (
+            self.sessions,
+            self.users,
+            self.login_failures,
+            self.login_trust,
+            self.purge_claims,
+        )
 
 
 def define_tables(metadata: MetaData) -> Tables:
@@ -120,6 +128,7 @@ def define_tables(metadata: MetaData) -> Tables:
             users=metadata.tables[USERS_TABLE],
             login_failures=metadata.tables[LOGIN_FAILURES_TABLE],
             login_trust=metadata.tables[LOGIN_TRUST_TABLE],
+            purge_claims=metadata.tables[PURGE_CLAIMS_TABLE],
         )
 
     sessions = Table(
@@ -160,6 +169,7 @@ def define_tables(metadata: MetaData) -> Tables:
         users=users,
         login_failures=login_failures,
         login_trust=login_trust,
+        purge_claims=_define_purge_claims_table(metadata),
     )
 
 
@@ -196,3 +206,19 @@ def _define_throttle_tables(metadata: MetaData) -> tuple[Table, Table]:
         mysql_charset="utf8mb4",
     )
     return failures, trust
+
+
+def _define_purge_claims_table(metadata: MetaData) -> Table:
+    # One row per purge schedule: the start of the next interval nobody has
+    # purged yet, and who is purging now (see cleanup.py).
+    return Table(
+        PURGE_CLAIMS_TABLE,
+        metadata,
+        Column("name", _ascii_type(64), primary_key=True),
+        Column("due_at", UTCDateTime(), nullable=False),
+        Column("holder", String(255), nullable=False, server_default=""),
+        Column("lease_until", UTCDateTime(), nullable=True),
+        Column("claimed_at", UTCDateTime(), nullable=True),
+        mysql_engine="InnoDB",
+        mysql_charset="utf8mb4",
+    )

@@ -10,6 +10,7 @@ condition, so a row refreshed meanwhile survives) and commits.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -62,19 +63,32 @@ class Purger:
         ]
         return passes
 
-    def purge(self, boundary: Boundary) -> int:
-        """Delete every row dead at ``boundary``; return how many were deleted."""
+    def purge(
+        self, boundary: Boundary, keep_going: Callable[[], bool] | None = None
+    ) -> int:
+        """Delete every row dead at ``boundary``; return how many were deleted.
+
+        :param keep_going: asked before each batch; when it answers false the
+            purge ends there, every batch so far committed.
+        """
+        proceed = keep_going or (lambda: True)
         total = 0
         for step in self._passes(boundary):
-            total += self._walk(step)
+            deleted, finished = self._walk(step, proceed)
+            total += deleted
+            if not finished:
+                break
         return total
 
-    def _walk(self, step: _Pass) -> int:
+    def _walk(self, step: _Pass, proceed: Callable[[], bool]) -> tuple[int, bool]:
+        """Walk one pass; return the rows deleted and whether the pass finished."""
         key = self._table.c.token_hash
         deleted_total = 0
         low: Any = None
 
         while True:
+            if not proceed():
+                return deleted_total, False
 
             def read_batch(conn: Connection, low: Any = low) -> list[Any]:
                 query = select(key, step.order_by).where(step.condition)
@@ -101,4 +115,4 @@ class Purger:
                 break
             low = next_low
 
-        return deleted_total
+        return deleted_total, True
