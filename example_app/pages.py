@@ -17,6 +17,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from flask_kpsession import (
     DatabaseUnavailableError,
+    InvalidAddressError,
     InvalidCredentialsError,
     KPSession,
     LoginThrottledError,
@@ -99,6 +100,14 @@ def login() -> str | Response | BaseResponse:
             "login.html", error="Invalid username or password.", username=username
         )
         return make_response(page, 401)
+    except InvalidAddressError:
+        page = render_template(
+            "login.html",
+            error="This server cannot tell your network address, so it cannot "
+            "start a session; its operator needs to fix the proxy set-up.",
+            username=username,
+        )
+        return make_response(page, 400)
     except DatabaseUnavailableError:
         return _unavailable_page()
     response = redirect(url_for("pages.profile"))

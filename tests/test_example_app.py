@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import re
+import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from itsdangerous import TimestampSigner
 
 from example_app import create_app
 
@@ -126,6 +129,126 @@ def test_a_form_post_without_the_csrf_token_is_refused(site: Flask):
     )
     assert response.status_code == 400
     assert "kp_session" not in response.headers.get("Set-Cookie", "")
+    page = response.get_data(as_text=True)
+    assert "This form has expired" in page
+    assert "The CSRF token is missing." in page
+    assert 'href="/login"' in page
+    assert client.get("/profile").status_code == 302  # nobody was logged in
+
+
+def test_a_stale_csrf_token_gets_the_readable_page(
+    site: Flask, monkeypatch: pytest.MonkeyPatch
+):
+    client = site.test_client()
+    _register(client, "edsger", "dijkstra-1930")
+    token = _csrf(client.get("/login").get_data(as_text=True))
+    later = int(time.time()) + 2 * 3600  # past Flask-WTF's one-hour limit
+    monkeypatch.setattr(TimestampSigner, "get_timestamp", lambda self: later)
+
+    response = client.post(
+        "/login",
+        data={"csrf_token": token, "username": "edsger", "password": "dijkstra-1930"},
+    )
+    assert response.status_code == 400
+    page = response.get_data(as_text=True)
+    assert "This form has expired" in page
+    assert "The CSRF token has expired." in page
+    assert "kp_session" not in response.headers.get("Set-Cookie", "")
+
+
+def test_a_csrf_token_from_another_browser_is_refused_readably(site: Flask):
+    theirs = site.test_client()
+    token = _csrf(theirs.get("/register").get_data(as_text=True))
+    mine = site.test_client()
+    mine.get("/register")
+
+    response = mine.post(
+        "/register",
+        data={
+            "csrf_token": token,
+            "username": "mallory",
+            "password": "forged-password",
+            "confirm": "forged-password",
+        },
+    )
+    assert response.status_code == 400
+    assert "This form has expired" in response.get_data(as_text=True)
+    assert 'href="/register"' in response.get_data(as_text=True)
+    assert _login(site.test_client(), "mallory", "forged-password").status_code == 401
+
+
+def test_logout_without_the_csrf_token_keeps_the_session(site: Flask):
+    client = site.test_client()
+    _register(client, "niklaus", "wirth-1934")
+    _login(client, "niklaus", "wirth-1934")
+
+    response = client.post("/logout")
+    assert response.status_code == 400
+    assert 'href="/"' in response.get_data(as_text=True)
+    assert client.get("/profile").status_code == 200
+
+
+def test_login_and_logout_answers_are_not_cached(site: Flask):
+    client = site.test_client()
+    _register(client, "donald", "knuth-1938")
+    logged_in = _login(client, "donald", "knuth-1938")
+    token = _csrf(client.get("/profile").get_data(as_text=True))
+    logged_out = client.post("/logout", data={"csrf_token": token})
+
+    for response in (logged_in, logged_out):
+        assert response.status_code == 302
+        assert "kp_session=" in response.headers["Set-Cookie"]
+        assert response.headers["Cache-Control"] == "no-store"
+        assert "Cookie" in response.vary
+
+
+def test_config_comes_from_flask_prefixed_variables(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("FLASK_SECRET_KEY", "example test secret key, long enough")
+    monkeypatch.setenv("SQLALCHEMY_DATABASE_URI", backend.url)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.setenv("FLASK_KPSESSION_TIMEOUT", "30")
+    monkeypatch.setenv("FLASK_KPSESSION_CLEANUP_ENABLED", "false")
+    monkeypatch.setenv("FLASK_PROXY_HOPS", "1")
+    app = create_app(FAST_PASSWORDS)
+    try:
+        settings = app.extensions["kpsession"].settings(app)
+        assert settings.idle_timeout == timedelta(minutes=30)
+        assert settings.cleanup_enabled is False
+        with app.app_context():
+            app.extensions["kpsession"].create_user("ken", "thompson-1943")
+        response = app.test_client().post(
+            "/auth/login",
+            json={"username": "ken", "password": "thompson-1943"},
+            headers={"X-Forwarded-For": "198.51.100.4", "X-Forwarded-Proto": "https"},
+        )
+        assert response.status_code == 200
+        assert "Secure" in response.headers["Set-Cookie"]
+        me = app.test_client(use_cookies=False).get(
+            "/api/me",
+            headers={
+                "Authorization": f"Bearer {response.get_json()['token']}",
+                "X-Forwarded-For": "198.51.100.4",
+            },
+        )
+        assert me.get_json()["address"] == "198.51.100.4"
+    finally:
+        with app.app_context():
+            app.extensions["sqlalchemy"].engine.dispose()
+
+
+def test_a_login_without_a_client_address_explains_itself(site: Flask):
+    client = site.test_client()
+    _register(client, "grace", "hopper-1906")
+    token = _csrf(client.get("/login").get_data(as_text=True))
+    response = client.post(
+        "/login",
+        data={"csrf_token": token, "username": "grace", "password": "hopper-1906"},
+        environ_base={"REMOTE_ADDR": ""},
+    )
+    assert response.status_code == 400
+    assert "cannot tell your network address" in response.get_data(as_text=True)
 
 
 def test_every_field_has_a_label(site: Flask):
