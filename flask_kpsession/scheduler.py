@@ -42,7 +42,11 @@ PurgeFunction = Callable[[Flask, Callable[[], bool]], None]
 #: How long the process waits at exit for a running purge to stop.
 SHUTDOWN_WAIT_SECONDS = 5.0
 
+# Two locks, never held together: ``_lock`` around the scheduler and its jobs,
+# ``_running_lock`` around the purge threads. The scheduler runs each job while
+# holding its own job-store lock, so the job takes only ``_running_lock``.
 _lock = threading.Lock()
+_running_lock = threading.Lock()
 _scheduler: BackgroundScheduler | None = None
 _scheduler_pid: int | None = None
 _job_ids: weakref.WeakKeyDictionary[Flask, str] = weakref.WeakKeyDictionary()
@@ -110,7 +114,7 @@ def start_job(
     def fire() -> None:
         target = app_ref()
         if target is None:
-            stop_job_by_id(ident)
+            _stop_job_soon(ident)
             return
         _start_purge(ident, target, purge)
 
@@ -129,12 +133,23 @@ def start_job(
             misfire_grace_time=None,
         )
     # The job goes with the app: a torn-down app leaves no job behind.
-    weakref.finalize(app, stop_job_by_id, ident)
+    weakref.finalize(app, _stop_job_soon, ident)
     return True
 
 
+def _stop_job_soon(ident: str) -> None:
+    """Remove the job ``ident`` from another thread.
+
+    The calling thread may be the scheduler's own, in the middle of running that
+    very job, which APScheduler does not allow to remove itself.
+    """
+    threading.Thread(
+        target=stop_job_by_id, args=(ident,), name="flask-kpsession-unschedule"
+    ).start()
+
+
 def _start_purge(ident: str, app: Flask, purge: PurgeFunction) -> None:
-    with _lock:
+    with _running_lock:
         if _stopping.is_set():
             return
         running = _running.get(ident)
@@ -161,7 +176,7 @@ def _run_purge(ident: str, app: Flask, purge: PurgeFunction) -> None:
     try:
         purge(app, keep_going)
     finally:
-        with _lock:
+        with _running_lock:
             running = _running.get(ident)
             if running is not None and running.thread is threading.current_thread():
                 del _running[ident]
@@ -193,7 +208,7 @@ def is_scheduled(app: Flask) -> bool:
 def is_purging(app: Flask) -> bool:
     """Tell whether a purge of ``app`` is running in this process right now."""
     ident = job_id(app)
-    with _lock:
+    with _running_lock:
         running = _running.get(ident)
         return running is not None and running.thread.is_alive()
 
@@ -206,6 +221,7 @@ def shutdown(timeout: float = SHUTDOWN_WAIT_SECONDS) -> None:
     _stopping.set()
     with _lock:
         scheduler = _scheduler if _scheduler_pid == os.getpid() else None
+    with _running_lock:
         threads = [running.thread for running in _running.values()]
     if scheduler is not None and scheduler.running:
         scheduler.shutdown(wait=False)
@@ -216,8 +232,9 @@ def shutdown(timeout: float = SHUTDOWN_WAIT_SECONDS) -> None:
 
 def _after_fork_in_child() -> None:
     # The parent's threads did not come along: forget them, and start afresh.
-    global _lock, _scheduler, _scheduler_pid
+    global _lock, _running_lock, _scheduler, _scheduler_pid
     _lock = threading.Lock()
+    _running_lock = threading.Lock()
     _scheduler = None
     _scheduler_pid = None
     _running.clear()
