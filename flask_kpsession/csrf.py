@@ -47,6 +47,7 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 HEADER = "X-CSRF-Token"
 _LABEL = b"flask-kpsession csrf v1"
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
+LOGIN_ENDPOINT = "kpsession.login"
 
 
 def _strip_default_port(netloc: str, scheme: str | None) -> str:
@@ -195,7 +196,8 @@ def refuse_forgery() -> Response | None:
 
     Refuses what the request hook judged a forgery, and also a browser login
     from another site (login CSRF: it would plant the other site's account in
-    the victim's browser), which carries no session cookie to judge.
+    the victim's browser), which carries no session cookie to judge. A login
+    needs no double-submit token: it is not authenticated by the cookie.
     """
     if request.method in SAFE_METHODS:
         return None
@@ -203,7 +205,7 @@ def refuse_forgery() -> Response | None:
     settings = extension.settings().csrf
     if not settings.enabled:
         return None
-    if request_state().csrf_refused:
+    if request.endpoint != LOGIN_ENDPOINT and request_state().csrf_refused:
         return forbidden()
     if not has_bearer(request) and is_cross_site(request, settings):
         logger.warning(

@@ -300,7 +300,7 @@ class KPSession:
         state = self._state()
         token = read_token(request, state.settings)
         removed = False
-        if token and not state.csrf.refuses(request):
+        if token and not request_state().csrf_refused:
             removed = state.sessions.remove(request.remote_addr or "", token)
         setattr(g, _G_ATTR, RequestState())
         if removed:

@@ -182,6 +182,25 @@ def test_the_double_submit_token(make_app: AppFactory):
     assert any(line.startswith("kp_session=;") for line in cleared)
 
 
+def test_a_login_needs_no_double_submit_token(make_app: AppFactory):
+    app = _site(make_app, KPSESSION_CSRF_DOUBLE_SUBMIT=True)
+    client, first = _logged_in(app)
+    again = client.post(
+        "/auth/login",
+        json={"username": "alice", "password": PASSWORD},
+        headers=SAME_ORIGIN,
+    )
+    assert again.status_code == 200
+    assert again.get_json()["token"] != first
+    stale = app.test_client(use_cookies=False)
+    assert (
+        stale.get(
+            "/auth/check", headers={"Authorization": f"Bearer {first}"}
+        ).status_code
+        == 401
+    )
+
+
 def test_the_double_submit_token_survives_a_key_rotation(make_app: AppFactory):
     old = _site(make_app, KPSESSION_CSRF_DOUBLE_SUBMIT=True)
     client, token = _logged_in(old)
