@@ -236,8 +236,12 @@ def test_datetimes_are_iso_8601_utc_with_microseconds(
 ):
     login = _login(client, user).get_json()
     check = client.get("/auth/check").get_json()
+    (listed,) = client.get("/auth/sessions").get_json()["sessions"]
 
-    for value in (login["expires_at"], *(check[k] for k in check if k != "username")):
+    stamps = [login["expires_at"]]
+    stamps += [check[k] for k in ("created_at", "last_used_at", "expires_at")]
+    stamps += [listed[k] for k in ("created_at", "last_used_at", "expires_at")]
+    for value in stamps:
         assert ISO_UTC.fullmatch(value), value
         assert datetime.fromisoformat(value).utcoffset() == timedelta(0)
 
