@@ -5,11 +5,18 @@ statement; at MariaDB's default isolation it blocks refreshes of live sessions
 until it ends. The purge instead walks an index range a batch at a time: it
 reads the keys of the next batch, deletes exactly those rows (re-checking the
 condition, so a row refreshed meanwhile survives) and commits.
+
+Deleting by primary key takes record locks on dead rows only, never a gap or
+a live row. The batch size adapts so that each DELETE runs for about
+:data:`TARGET_STATEMENT_SECONDS`: when the table outgrows the buffer pool a
+row costs disk reads and batches shrink; when it is cached they grow, up to
+``KPSESSION_CLEANUP_BATCH_SIZE``.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -21,6 +28,28 @@ from .database import Database
 from .timeouts import Boundary
 
 logger = logging.getLogger(__name__)
+
+#: How long one batch's DELETE should run: short enough that its locks and its
+#: share of the server are gone before live requests notice, long enough that
+#: the round trips around it do not matter.
+TARGET_STATEMENT_SECONDS = 0.03
+#: The first batch of a purge, before anything is known of the table.
+_FIRST_BATCH = 200
+
+
+class _BatchSize:
+    """The size of the next batch, steered by how long the last DELETE took."""
+
+    def __init__(self, largest: int) -> None:
+        self.largest = largest
+        self.value = min(largest, _FIRST_BATCH)
+
+    def adjust(self, rows: int, seconds: float) -> None:
+        if rows < self.value:
+            return  # a short last batch says little about the rate
+        factor = TARGET_STATEMENT_SECONDS / seconds if seconds > 0 else 2.0
+        factor = min(2.0, max(0.25, factor))
+        self.value = max(1, min(self.largest, int(self.value * factor)))
 
 
 @dataclass(frozen=True)
@@ -85,33 +114,48 @@ class Purger:
         key = self._table.c.token_hash
         deleted_total = 0
         low: Any = None
+        size = _BatchSize(self._batch_size)
 
         while True:
             if not proceed():
                 return deleted_total, False
+            limit = size.value
 
-            def read_batch(conn: Connection, low: Any = low) -> list[Any]:
+            def batch(
+                conn: Connection, low: Any = low, limit: int = limit
+            ) -> tuple[list[Any], int, float]:
+                # Read the keys and delete them in one transaction: one
+                # connection and one commit per batch.
                 query = select(key, step.order_by).where(step.condition)
                 if low is not None:
                     query = query.where(step.order_by >= low)
-                query = query.order_by(step.order_by).limit(self._batch_size)
-                return list(conn.execute(query).all())
+                query = query.order_by(step.order_by).limit(limit)
+                rows = list(conn.execute(query).all())
+                if not rows:
+                    return rows, 0, 0.0
+                statement = delete(self._table).where(
+                    key.in_([row[0] for row in rows]), step.condition
+                )
+                started = time.perf_counter()
+                deleted = conn.execute(statement).rowcount
+                seconds = time.perf_counter() - started
+                conn.commit()
+                return rows, deleted, seconds
 
-            rows = self._db.run(read_batch)
+            rows, deleted, seconds = self._db.run(batch, commit=False)
             if not rows:
                 break
-            hashes = [row[0] for row in rows]
-
-            def delete_batch(conn: Connection, hashes: list[bytes] = hashes) -> int:
-                statement = delete(self._table).where(key.in_(hashes), step.condition)
-                return conn.execute(statement).rowcount
-
-            deleted = self._db.run(delete_batch)
             deleted_total += deleted
-            logger.debug("purge pass %s: batch of %d deleted", step.name, deleted)
+            size.adjust(len(rows), seconds)
+            logger.debug(
+                "purge pass %s: batch of %d deleted in %.3f s",
+                step.name,
+                deleted,
+                seconds,
+            )
 
             next_low = rows[-1][1]
-            if len(rows) < self._batch_size or (deleted == 0 and next_low == low):
+            if len(rows) < limit or (deleted == 0 and next_low == low):
                 break
             low = next_low
 
