@@ -3,11 +3,13 @@
 Schemathesis generates requests from the description (valid ones and broken
 ones) and checks every answer against it: no 5xx, documented status codes,
 headers and JSON bodies, invalid input refused. The example count per route is
-bounded to keep the suite quick; raise ``EXAMPLES`` locally to dig deeper.
+bounded to keep the suite quick; set ``KPSESSION_FUZZ_EXAMPLES`` (say, 500)
+to dig deeper locally.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import schemathesis
@@ -20,7 +22,7 @@ from flask_kpsession.openapi import openapi_document
 
 from .conftest import AppFactory
 
-EXAMPLES = 30
+EXAMPLES = int(os.environ.get("KPSESSION_FUZZ_EXAMPLES", "30"))
 
 # The description's own format for usernames: what Python's str.isprintable
 # accepts, which no portable JSON Schema pattern can say.
