@@ -23,7 +23,9 @@ ADDR = "127.0.0.1"
 
 
 @pytest.fixture
-def site(app: Flask, user) -> Flask:
+def site(app: Flask) -> Flask:
+    """The app with a ``@login_required`` view; the login tests add ``user``."""
+
     @app.get("/private")
     @login_required
     def private_view():
@@ -88,7 +90,7 @@ def _post_login(client: FlaskClient, body: bytes | str, content_type: str | None
         "unterminated-string",
     ],
 )
-def test_malformed_json_is_400(site: Flask, body):
+def test_malformed_json_is_400(site: Flask, user, body):
     response = _post_login(site.test_client(), body, "application/json")
     _error(response, 400, "invalid_json")
 
@@ -106,7 +108,7 @@ def test_malformed_json_is_400(site: Flask, body):
         '[{"username": "alice", "password": "correct horse battery"}]',
     ],
 )
-def test_json_that_is_not_an_object_is_400(site: Flask, body):
+def test_json_that_is_not_an_object_is_400(site: Flask, user, body):
     response = _post_login(site.test_client(), body, "application/json")
     _error(response, 400, "invalid_request")
     assert "object" in response.get_json()["message"]
@@ -129,13 +131,13 @@ _CREDENTIALS_JSON = json.dumps({"username": "alice", "password": PASSWORD})
         "multipart/mixed; boundary=x",
     ],
 )
-def test_a_body_of_another_type_is_415(site: Flask, content_type):
+def test_a_body_of_another_type_is_415(site: Flask, user, content_type):
     response = _post_login(site.test_client(), _CREDENTIALS_JSON, content_type)
     _error(response, 415, "unsupported_media_type")
     assert "Set-Cookie" not in response.headers
 
 
-def test_json_sent_as_form_fields_is_400_not_a_login(site: Flask):
+def test_json_sent_as_form_fields_is_400_not_a_login(site: Flask, user):
     response = _post_login(
         site.test_client(), _CREDENTIALS_JSON, "application/x-www-form-urlencoded"
     )
@@ -155,7 +157,7 @@ def test_json_sent_as_form_fields_is_400_not_a_login(site: Flask):
     ],
 )
 @pytest.mark.parametrize("encoding", ["json", "form"])
-def test_a_missing_field_is_400_naming_it(site: Flask, fields, encoding):
+def test_a_missing_field_is_400_naming_it(site: Flask, user, fields, encoding):
     client = site.test_client()
     if encoding == "json":
         response = client.post("/auth/login", json=fields)
@@ -184,7 +186,7 @@ def test_a_missing_field_is_400_naming_it(site: Flask, fields, encoding):
         ("password", {"$ne": None}),
     ],
 )
-def test_a_field_that_is_not_a_string_is_400(site: Flask, field, value):
+def test_a_field_that_is_not_a_string_is_400(site: Flask, user, field, value):
     body: dict[str, Any] = {"username": "alice", "password": PASSWORD}
     body[field] = value
     response = site.test_client().post("/auth/login", json=body)
@@ -211,12 +213,12 @@ def test_a_field_that_is_not_a_string_is_400(site: Flask, field, value):
         "many-keys",
     ],
 )
-def test_oversized_values_are_refused(site: Flask, body, status):
+def test_oversized_values_are_refused(site: Flask, user, body, status):
     response = site.test_client().post("/auth/login", json=body)
     _error(response, status)
 
 
-def test_an_oversized_form_body_is_413(site: Flask):
+def test_an_oversized_form_body_is_413(site: Flask, user):
     response = site.test_client().post(
         "/auth/login", data={"username": "alice", "password": "x" * 70_000}
     )
@@ -242,14 +244,16 @@ def test_an_oversized_form_body_is_413(site: Flask):
         (r'"ALICE"', json.dumps(PASSWORD), 401),
     ],
 )
-def test_odd_unicode_in_the_fields(site: Flask, raw_username, raw_password, status):
+def test_odd_unicode_in_the_fields(
+    site: Flask, user, raw_username, raw_password, status
+):
     body = '{"username": ' + raw_username + ', "password": ' + raw_password + "}"
     response = _post_login(site.test_client(), body, "application/json")
     _error(response, status)
     assert "Set-Cookie" not in response.headers
 
 
-def test_invalid_utf8_in_form_fields_is_just_a_wrong_login(site: Flask):
+def test_invalid_utf8_in_form_fields_is_just_a_wrong_login(site: Flask, user):
     response = _post_login(
         site.test_client(),
         b"username=al%ff%feice&password=%c3%28",
@@ -393,7 +397,7 @@ def test_malformed_cookie_headers_name_no_session(site: Flask, live_token, cooki
     _assert_still_live(site, live_token)
 
 
-def test_a_misshapen_token_does_not_stop_a_login(site: Flask, live_token):
+def test_a_misshapen_token_does_not_stop_a_login(site: Flask, user, live_token):
     client = site.test_client(use_cookies=False)
     response = client.post(
         "/auth/login",
@@ -463,7 +467,7 @@ def test_malformed_logout_all_bodies_are_4xx(
 
 
 @pytest.mark.parametrize("remote_addr", ["", "not-an-address", "1.2.3.4.5", "::g"])
-def test_a_login_without_a_usable_client_address_is_400(site: Flask, remote_addr):
+def test_a_login_without_a_usable_client_address_is_400(site: Flask, user, remote_addr):
     response = site.test_client().post(
         "/auth/login",
         json={"username": "alice", "password": PASSWORD},
