@@ -70,8 +70,9 @@ def accepts(port: int) -> bool:
 class PrivateMariaDB:
     """A throwaway ``mariadbd`` of our own, which we may stop and start at will."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, buffer_pool: str = "64M") -> None:
         self.root = root
+        self.buffer_pool = buffer_pool
         self.datadir = root / "data"
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
@@ -102,7 +103,7 @@ class PrivateMariaDB:
             f"--pid-file={self.root / 'mysqld.pid'}",
             f"--log-error={self.root / 'error.log'}",
             "--skip-log-bin",
-            "--innodb-buffer-pool-size=64M",
+            f"--innodb-buffer-pool-size={self.buffer_pool}",
             "--max-connections=200",
         ]
         if os.geteuid() == 0:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from datetime import datetime, timedelta
 
 from flask import Flask
@@ -19,6 +21,7 @@ from flask_kpsession.cleanup import (
 )
 from flask_kpsession.clock import utcnow
 from flask_kpsession.database import Database
+from flask_kpsession.scheduler import job_id, start_job, stop_job_by_id
 
 from .conftest import AppFactory
 
@@ -187,3 +190,56 @@ def test_the_scheduled_purge_stops_between_batches_and_releases_its_claim(
         assert kp.delete_timed_out_sessions() == 4
         # This interval was claimed and purged: nothing more is due in it.
         assert job.run(lambda: True) is None
+
+
+def test_a_due_interval_with_the_lease_held_is_skipped_with_a_warning(
+    app: Flask, kp: KPSession, caplog
+):
+    with app.app_context():
+        state = kp._state()
+        job = ScheduledPurge(
+            state.database, state.purger, state.sessions.boundary, HOUR
+        )
+        held = PurgeClaims(state.database).claim(HOUR)
+        assert isinstance(held, Claim)
+        _set(state.database, due_at=utcnow() - timedelta(seconds=1))
+        with caplog.at_level(logging.DEBUG, logger="flask_kpsession"):
+            assert job.run(lambda: True) is None
+        warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1
+        assert held.holder in warnings[0].getMessage()
+        assert "still running" in warnings[0].getMessage()
+        held.release()
+        assert job.run(lambda: True) == 0  # the late run catches up
+
+
+def test_a_run_that_finds_the_last_one_going_skips_it_with_a_warning(
+    app: Flask, caplog
+):
+    active: list[int] = []
+    overlaps: list[int] = []
+    calls: list[float] = []
+    release = threading.Event()
+
+    def slow_purge(target: Flask, keep_going) -> None:
+        active.append(1)
+        overlaps.append(len(active))
+        calls.append(time.monotonic())
+        release.wait(5)
+        active.pop()
+
+    with caplog.at_level(logging.WARNING, logger="flask_kpsession"):
+        assert start_job(app, timedelta(seconds=0.2), slow_purge, first_run=utcnow())
+        try:
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and not [
+                r for r in caplog.records if "still going" in r.getMessage()
+            ]:
+                time.sleep(0.05)
+        finally:
+            stop_job_by_id(job_id(app))
+            release.set()
+    skipped = [r for r in caplog.records if "still going" in r.getMessage()]
+    assert skipped and skipped[0].levelno == logging.WARNING
+    assert len(calls) == 1
+    assert max(overlaps) == 1
