@@ -64,13 +64,37 @@ def is_retryable(error: exc.DBAPIError) -> bool:
     return _fault_kind(error) is not None
 
 
+#: MariaDB/MySQL server errors that say the server cannot serve us right now
+#: (too many connections, shut down, host blocked, access denied, database
+#: missing, read-only, connection killed). Client errors (2000-2999) are all
+#: about reaching the server. PyMySQL raises every other server error as an
+#: OperationalError too, but those are faults in a statement, not an outage.
+_MYSQL_OUTAGE_CODES = frozenset(
+    {1040, 1041, 1042, 1043, 1044, 1045, 1049, 1053, 1077, 1078, 1079, 1080}
+    | {1129, 1130, 1152, 1153, 1154, 1155, 1156, 1157, 1158, 1159, 1160, 1161}
+    | {1184, 1203, 1290, 1836, 1927, 4031}
+)
+
+
 def is_outage(error: Exception) -> bool:
-    """Tell whether ``error`` means the database cannot be reached right now."""
+    """Tell whether ``error`` means the database cannot be reached right now.
+
+    A statement the server refuses (a MariaDB "illegal mix of collations", say)
+    is a bug to surface, not an outage to wait out, even though PyMySQL raises
+    it as an ``OperationalError`` too.
+    """
     if isinstance(error, exc.TimeoutError):
         return True
-    if isinstance(error, (exc.OperationalError, exc.InterfaceError)):
+    if not isinstance(error, exc.DBAPIError):
+        return False
+    if error.connection_invalidated or isinstance(error, exc.InterfaceError):
         return True
-    return isinstance(error, exc.DBAPIError) and error.connection_invalidated
+    if not isinstance(error, exc.OperationalError):
+        return False
+    code = _mysql_code(error)
+    if code is None:
+        return True  # SQLite, PostgreSQL, or a socket error without a server code
+    return code in _MYSQL_OUTAGE_CODES or 2000 <= code < 3000
 
 
 def _sqlite_pragmas(wal: bool) -> Callable[..., None]:

@@ -15,8 +15,14 @@ import pytest
 from flask import Flask, jsonify
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
-from flask_kpsession import KPSession, current_session, login_required
+from flask_kpsession import (
+    DatabaseUnavailableError,
+    KPSession,
+    current_session,
+    login_required,
+)
 
 from .conftest import (
     FAST_PASSWORDS,
@@ -181,3 +187,33 @@ def test_an_idle_pool_outliving_wait_timeout_gives_no_error(
     assert len(connects) > before  # the pooled connection was really gone
     assert any("disconnect, running again" in r.getMessage() for r in caplog.records)
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+def test_a_statement_the_server_refuses_is_a_bug_not_an_outage(
+    app: Flask, kp: KPSession
+):
+    """PyMySQL raises such errors as OperationalError; they must not read as 503.
+
+    MariaDB's "illegal mix of collations" is one; a subquery returning two rows
+    where one is expected is another that is easy to provoke.
+    """
+    database = kp._state(app).database
+
+    def refused(conn):
+        conn.exec_driver_sql("SELECT 1 FROM DUAL WHERE 1 = (SELECT 1 UNION SELECT 2)")
+
+    with app.app_context():
+        with pytest.raises(OperationalError) as caught:
+            database.run(refused)
+        assert caught.value.orig.args[0] == 1242  # subquery returns more than 1 row
+        assert not isinstance(caught.value, DatabaseUnavailableError)
+
+    unreachable = Flask("unreachable", instance_path=str(Path(app.instance_path)))
+    unreachable.config.update(
+        SECRET_KEY="k" * 32,
+        SQLALCHEMY_DATABASE_URI="mysql+pymysql://root@127.0.0.1:9/nowhere",
+        KPSESSION_CLEANUP_ENABLED=False,
+    )
+    down = KPSession(unreachable)
+    with unreachable.app_context(), pytest.raises(DatabaseUnavailableError):
+        down.generate_session("127.0.0.1", "alice")
