@@ -358,3 +358,40 @@ def test_the_cache_is_bounded_and_drops_the_oldest_first():
     cache.discard_session("id9")
     cache.put(bytes([9]) * 32, CachedRow("id9", "bob", ADDR, "", now, now), generation)
     assert cache.get(bytes([9]) * 32) is None
+
+
+@pytest.mark.parametrize(
+    "backend", [pytest.param("mariadb", marks=pytest.mark.mariadb)], indirect=True
+)
+def test_the_request_select_is_a_primary_key_lookup(
+    backend: Backend, make_app: AppFactory
+):
+    app = _protected(make_app())
+    tokens = _sessions(app, 3)
+    engine = _engine(app)
+    seen: list[tuple[str, Any]] = []
+
+    def on_execute(
+        conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any
+    ) -> None:
+        if statement.startswith("SELECT"):
+            seen.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", on_execute)
+    try:
+        assert _get(app, tokens[1]) == 200
+    finally:
+        event.remove(engine, "before_cursor_execute", on_execute)
+
+    (statement, parameters), *_ = seen
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        cursor.execute("EXPLAIN " + statement, parameters)
+        columns = [d[0] for d in cursor.description]
+        (plan,) = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+    finally:
+        raw.close()
+    assert plan["key"] == "PRIMARY"
+    assert plan["type"] == "const"
+    assert int(plan["rows"]) == 1
