@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 #: the round trips around it do not matter.
 TARGET_STATEMENT_SECONDS = 0.03
 #: The first batch of a purge, before anything is known of the table.
-_FIRST_BATCH = 200
+_FIRST_BATCH = 50
 
 
 class _BatchSize:
