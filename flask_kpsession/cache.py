@@ -17,6 +17,11 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from .addresses import address_matches
+from .config import BindPolicy
+from .record import UserSession, session_from_row
+from .timeouts import Boundary, Verdict
+
 #: Most entries kept; older ones are dropped first. Bounds memory however many
 #: sessions are stored: an entry lives a second at most anyway.
 MAX_ENTRIES = 10_000
@@ -121,3 +126,58 @@ class ValidationCache:
         with self._lock:
             self._generation += 1
             self._entries.clear()
+
+
+def cached_session(
+    cache: ValidationCache,
+    digest: bytes,
+    addr: str,
+    token: str,
+    boundary: Boundary,
+    bind_ip: BindPolicy,
+) -> UserSession | None:
+    """Answer from the cache, or ``None`` when the database must be asked.
+
+    Only a live session used from an address its binding accepts is answered
+    here: anything else goes to the database, which logs and signals it.
+    """
+    row = cache.get(digest)
+    if row is None:
+        return None
+    if boundary.verdict(row.created_at, row.last_used_at) is not Verdict.LIVE:
+        return None
+    if not address_matches(bind_ip, row.addr, addr):
+        return None
+    return session_from_row(row, token, boundary)
+
+
+def remember(
+    cache: ValidationCache,
+    digests: list[bytes],
+    live: UserSession | None,
+    generation: int,
+    *,
+    foreign: bool,
+) -> None:
+    """Record what the database said of a token: a live session, or nothing.
+
+    :param live: the live session the token names, ``None`` if it names none.
+    :param foreign: the token was presented from an address it is not bound
+        to; the owner's entry, if any, stays (this address never hits it).
+    """
+    if foreign:
+        return
+    if live is None:
+        cache.discard(digests, revoked=False)
+        return
+    assert live.id is not None
+    assert live.created_at is not None and live.last_used_at is not None
+    row = CachedRow(
+        public_id=live.id,
+        uname=live.uname,
+        addr=live.addr,
+        user_agent=live.user_agent,
+        created_at=live.created_at,
+        last_used_at=live.last_used_at,
+    )
+    cache.put(digests[0], row, generation)

@@ -29,15 +29,21 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
+from flask import Flask
 from sqlalchemy import ColumnElement, Connection, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from . import signals
 from .clock import utcnow
 from .database import Database
 from .errors import DatabaseUnavailableError
 from .purge import Purger
 from .timeouts import Boundary
+
+if TYPE_CHECKING:
+    from .appstate import AppState
 
 logger = logging.getLogger(__name__)
 
@@ -250,3 +256,47 @@ class ScheduledPurge:
         if stopped:
             logger.info("purge stopped early by shutdown after %d sessions", count)
         return count
+
+
+def purge_now(state: AppState, app: Flask, idle: timedelta | None) -> int:
+    """Delete the sessions dead at ``idle`` (default: the idle timeout), unclaimed.
+
+    Also drops login-throttle rows that no window counts any more. For callers
+    that purge on their own schedule: the CLI, cron, ``delete_timed_out_sessions``.
+    """
+    count = state.purger.purge(state.sessions.boundary(idle))
+    state.throttle.purge()
+    signals.purge_finished.send(app, count=count)
+    return count
+
+
+def run_scheduled(
+    state: AppState, app: Flask, verbose: bool, keep_going: Callable[[], bool]
+) -> None:
+    """One run of the purge job: claim the interval, purge, log; never raise.
+
+    A failure is logged at WARNING with its reason, so that it shows with
+    Python's default logging; the next run tries again.
+    """
+    job = ScheduledPurge(
+        state.database,
+        state.purger,
+        state.sessions.boundary,
+        state.settings.cleanup_interval,
+    )
+    with app.app_context():
+        try:
+            count = job.run(keep_going)
+            if count is not None and keep_going():
+                state.throttle.purge()
+        except DatabaseUnavailableError as error:
+            logger.warning("purge of timed-out sessions failed: %s", error)
+            return
+        except Exception:
+            logger.exception("purge of timed-out sessions failed")
+            return
+        if count is None:
+            return
+        signals.purge_finished.send(app, count=count)
+    if verbose:
+        logger.info("purged %d timed-out sessions", count)

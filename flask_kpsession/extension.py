@@ -6,59 +6,25 @@ import logging
 import os
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, Response, current_app, request
 from flask_sqlalchemy import SQLAlchemy
 
-from . import scheduler, signals
-from .addresses import is_valid_address
-from .cleanup import ScheduledPurge
+from . import login, scheduler
+from .appstate import AppState, build_state
+from .cleanup import purge_now, run_scheduled
 from .cli import kpsession_cli
 from .config import DEFAULTS, Settings, load_settings
-from .csrf import CsrfGuard
-from .database import Database
-from .errors import (
-    DatabaseUnavailableError,
-    InvalidAddressError,
-    InvalidCredentialsError,
-    UnknownUserError,
-)
-from .hook import _G_ATTR, RequestState, current_session, request_state
-from .inventory import SessionInventory, SessionStats
-from .models import define_tables
-from .purge import Purger
+from .errors import DatabaseUnavailableError, UnknownUserError
+from .hook import RequestState, current_session, request_state
+from .inventory import SessionStats
 from .record import UserSession
 from .responses import private, unavailable
-from .store import SessionStore
-from .throttle import LoginThrottle
-from .tokens import TokenHasher, secret_keys
-from .transport import clear_session_cookie, read_token, set_session_cookie
 from .unrouted import routing_answer
-from .users import UserStore
 from .views import blueprint
 
 logger = logging.getLogger(__name__)
-
-PasswordCheck = Callable[[str, str], Any]
-
-
-@dataclass
-class _AppState:
-    """Everything the extension keeps for one app."""
-
-    settings: Settings
-    db: SQLAlchemy
-    database: Database
-    sessions: SessionStore
-    users: UserStore
-    inventory: SessionInventory
-    purger: Purger
-    throttle: LoginThrottle
-    csrf: CsrfGuard
-    loop_pid: int | None = None
 
 
 def _default_database_uri(app: Flask) -> str:
@@ -83,10 +49,10 @@ class KPSession:
 
     def __init__(self, app: Flask | None = None, db: SQLAlchemy | None = None) -> None:
         self._db = db
-        self._states: weakref.WeakKeyDictionary[Flask, _AppState] = (
+        self._states: weakref.WeakKeyDictionary[Flask, AppState] = (
             weakref.WeakKeyDictionary()
         )
-        self._verify_password: PasswordCheck | None = None
+        self._verify_password: login.PasswordCheck | None = None
         if app is not None:
             self.init_app(app)
 
@@ -108,42 +74,9 @@ class KPSession:
         settings = load_settings(app.config)
 
         db, owns_db = self._resolve_db(app)
-        with app.app_context():
-            engine = db.engine
-        database = Database(engine, define_tables(db.metadata), owns_engine=owns_db)
-        keys = secret_keys(app.config)
-        hasher = TokenHasher(keys)
-        self._states[app] = _AppState(
-            settings=settings,
-            db=db,
-            database=database,
-            sessions=SessionStore(database, settings, hasher),
-            users=UserStore(database, settings),
-            inventory=SessionInventory(database, hasher),
-            purger=Purger(database, settings.cleanup_batch_size),
-            throttle=LoginThrottle(
-                database, settings.throttle, keys, settings.cleanup_batch_size
-            ),
-            csrf=CsrfGuard(settings.csrf, settings.cookie_name, keys),
-        )
+        state = build_state(app, db, settings, owns_db=owns_db)
+        self._states[app] = state
         app.extensions["kpsession"] = self
-        sessions = self._states[app].sessions
-        if sessions.cache is not None:
-            # Removals made in this process reach the validation cache at once.
-            signals.session_removed.connect(sessions.forget_removed, sender=app)
-            signals.purge_finished.connect(sessions.forget_all, sender=app)
-
-        if not hasher.keyed:
-            logger.warning(
-                "SECRET_KEY is not set: session tokens are stored as plain SHA-256 "
-                "hashes; set SECRET_KEY so that they are keyed (HMAC-SHA256)."
-            )
-        if not settings.cookie_secure and not (app.debug or app.testing):
-            logger.warning(
-                "KPSESSION_COOKIE_SECURE is False: the session cookie is marked "
-                "Secure only on requests that arrive over HTTPS; set it to True "
-                "in production."
-            )
 
         if settings.routes_enabled:
             app.register_blueprint(blueprint, url_prefix=settings.url_prefix or None)
@@ -152,7 +85,7 @@ class KPSession:
         app.after_request(self._after_request)
         app.context_processor(lambda: {"current_session": current_session})
         app.cli.add_command(kpsession_cli)
-        database.prepare()
+        state.database.prepare()
 
     def _resolve_db(self, app: Flask) -> tuple[SQLAlchemy, bool]:
         registered: SQLAlchemy | None = app.extensions.get("sqlalchemy")
@@ -172,7 +105,7 @@ class KPSession:
         db.init_app(app)
         return db, True
 
-    def _state(self, app: Flask | None = None) -> _AppState:
+    def _state(self, app: Flask | None = None) -> AppState:
         target = app or current_app._get_current_object()  # type: ignore[attr-defined]
         try:
             return self._states[target]
@@ -189,7 +122,7 @@ class KPSession:
         """Return the ``SQLAlchemy`` instance whose metadata holds the tables."""
         return self._state(app).db
 
-    def verify_password(self, check: PasswordCheck) -> PasswordCheck:
+    def verify_password(self, check: login.PasswordCheck) -> login.PasswordCheck:
         """Register ``check(username, password)`` as the credentials check.
 
         Use as a decorator. It returns a true value when the pair matches; from
@@ -232,23 +165,7 @@ class KPSession:
 
         Called once per request, by the hook or on first use of the session.
         """
-        state = self._state()
-        token = read_token(request, state.settings)
-        if token is None:
-            return RequestState()
-        if state.csrf.refuses(request):
-            return RequestState(csrf_refused=True)
-        try:
-            found = state.sessions.lookup(
-                request.remote_addr or "",
-                token,
-                refresh_after=state.settings.refresh_throttle,
-                cached=True,
-            )
-        except DatabaseUnavailableError as error:
-            logger.warning("session not checked, database unavailable: %s", error)
-            return RequestState(token=token, unavailable=True)
-        return RequestState(token=token, session=found.session if found.live else None)
+        return login.resolve_request(self._state())
 
     def log_in(self, username: str, password: str) -> UserSession:
         """Check the credentials and start a fresh session for this request.
@@ -261,66 +178,22 @@ class KPSession:
         :raises InvalidAddressError: the request carries no usable client address.
         :raises LoginThrottledError: too many failures; the attempt was not checked.
         """
-        state = self._state()
-        addr = request.remote_addr or ""
-        if not is_valid_address(addr):
-            logger.warning(
-                "login refused: client address %r is not an IP address (behind a "
-                "proxy, wrap the app in ProxyFix with the right number of hops)",
-                addr[:64],
-            )
-            raise InvalidAddressError("the client address is not an IP address")
-        state.throttle.check(username, addr)
-        check = self._verify_password or state.users.verify
-        try:
-            matched = bool(check(username, password))
-        except ValueError:
-            matched = False
-        if not matched:
-            logger.info("failed login for %r from %s", username, addr)
-            state.throttle.record_failure(username, addr)
-            raise InvalidCredentialsError("invalid username or password")
-
-        previous = read_token(request, state.settings)
-        if previous:
-            state.sessions.remove(addr, previous, reason="logout")
-        session = state.sessions.generate(
-            addr, username, request.headers.get("User-Agent", "")
-        )
-        setattr(g, _G_ATTR, RequestState(token=session.token, session=session))
-        state.throttle.record_success(username, addr)
-        logger.info("login of %r from %s", username, addr)
-        return session
+        return login.log_in(self._state(), self._verify_password, username, password)
 
     def log_out(self) -> bool:
         """End the session this request presents; return whether one was deleted.
 
         A cookie-authenticated request that looks forged ends nothing.
         """
-        state = self._state()
-        token = read_token(request, state.settings)
-        removed = False
-        if token and not request_state().csrf_refused:
-            removed = state.sessions.remove(request.remote_addr or "", token)
-        setattr(g, _G_ATTR, RequestState())
-        if removed:
-            logger.info("logout from %s", request.remote_addr)
-        return removed
+        return login.log_out(self._state())
 
     def set_cookie(self, response: Response, session: UserSession) -> None:
         """Put the token of ``session`` in the session cookie of ``response``."""
-        assert session.token is not None
-        state = self._state()
-        set_session_cookie(response, request, state.settings, session.token)
-        secure = state.settings.cookie_secure or request.is_secure
-        state.csrf.set_cookie(response, secure, state.settings, session.token)
+        login.set_cookie(self._state(), response, session)
 
     def clear_cookie(self, response: Response) -> None:
         """Expire the session cookie in the browser."""
-        state = self._state()
-        clear_session_cookie(response, request, state.settings)
-        secure = state.settings.cookie_secure or request.is_secure
-        state.csrf.clear_cookie(response, secure, state.settings)
+        login.clear_cookie(self._state(), response)
 
     def create_user(self, username: str, password: str) -> None:
         """Add a user to the built-in users table.
@@ -437,10 +310,8 @@ class KPSession:
             )
             if timeout < timedelta(0):
                 raise ValueError("timeout must not be negative")
-        count = state.purger.purge(state.sessions.boundary(timeout))
-        state.throttle.purge()
-        signals.purge_finished.send(current_app._get_current_object(), count=count)  # type: ignore[attr-defined]
-        return count
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        return purge_now(state, app, timeout)
 
     def start_timeout_loop(self, verbose: bool = True) -> None:
         """Start (once) the background job that purges every cleanup interval.
@@ -469,26 +340,4 @@ class KPSession:
     def _scheduled_purge(
         self, app: Flask, verbose: bool, keep_going: Callable[[], bool]
     ) -> None:
-        state = self._state(app)
-        job = ScheduledPurge(
-            state.database,
-            state.purger,
-            state.sessions.boundary,
-            state.settings.cleanup_interval,
-        )
-        with app.app_context():
-            try:
-                count = job.run(keep_going)
-                if count is not None and keep_going():
-                    state.throttle.purge()
-            except DatabaseUnavailableError as error:
-                logger.warning("purge of timed-out sessions failed: %s", error)
-                return
-            except Exception:
-                logger.exception("purge of timed-out sessions failed")
-                return
-            if count is None:
-                return
-            signals.purge_finished.send(app, count=count)
-        if verbose:
-            logger.info("purged %d timed-out sessions", count)
+        run_scheduled(self._state(app), app, verbose, keep_going)

@@ -53,9 +53,9 @@ def request_state() -> RequestState:
     return state
 
 
-def forget_request_state() -> None:
-    """Drop the resolved state, after a login or logout changed it."""
-    g.pop(_G_ATTR, None)
+def replace_request_state(state: RequestState) -> None:
+    """Make ``state`` the request's, after a login or logout changed what it is."""
+    setattr(g, _G_ATTR, state)
 
 
 def _current_session() -> UserSession | None:

@@ -16,7 +16,7 @@ from sqlalchemy import ColumnElement, Connection, delete, func, select
 
 from . import signals
 from .database import Database
-from .record import UserSession
+from .record import UserSession, session_from_row
 from .timeouts import Boundary
 from .tokens import TokenHasher, is_public_id, is_well_formed
 
@@ -68,16 +68,7 @@ class SessionInventory:
         )
         rows = self._db.run(lambda conn: conn.execute(query).all())
         return [
-            UserSession(
-                addr=row.addr,
-                token=None,
-                uname=row.uname,
-                created_at=row.created_at,
-                last_used_at=row.last_used_at,
-                expires_at=boundary.expires_at(row.created_at, row.last_used_at),
-                id=row.public_id,
-                user_agent=row.user_agent,
-            )
+            session_from_row(row, None, boundary)
             for row in rows
             if row.created_at is not None and row.last_used_at is not None
         ]

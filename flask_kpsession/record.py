@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
+
+from .timeouts import Boundary
 
 
 @dataclass(eq=False)
@@ -28,3 +31,26 @@ class UserSession:
     expires_at: datetime | None = None
     id: str | None = None
     user_agent: str = ""
+
+
+def session_from_row(row: Any, token: str | None, boundary: Boundary) -> UserSession:
+    """Build the :class:`UserSession` of a stored row (or a cached copy of one).
+
+    ``expires_at`` is computed at ``boundary``, so that every caller reports the
+    same expiry for the same row and configuration; a row with an unreadable
+    timestamp gets none.
+    """
+    created_at, last_used_at = row.created_at, row.last_used_at
+    expires_at = None
+    if created_at is not None and last_used_at is not None:
+        expires_at = boundary.expires_at(created_at, last_used_at)
+    return UserSession(
+        addr=row.addr,
+        token=token,
+        uname=row.uname,
+        created_at=created_at,
+        last_used_at=last_used_at,
+        expires_at=expires_at,
+        id=row.public_id,
+        user_agent=row.user_agent,
+    )

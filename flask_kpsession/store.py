@@ -19,12 +19,12 @@ from sqlalchemy.exc import IntegrityError
 
 from . import signals
 from .addresses import MAX_ADDRESS_LENGTH, address_matches, is_valid_address
-from .cache import CachedRow, ValidationCache
+from .cache import ValidationCache, cached_session, remember
 from .clock import utcnow
 from .config import MAX_USERNAME_LENGTH, Settings
 from .database import Database
 from .errors import DuplicateSessionError, NoSessionFoundError
-from .record import UserSession
+from .record import UserSession, session_from_row
 from .timeouts import Boundary, Verdict
 from .tokens import TokenHasher, is_well_formed, new_public_id, new_token
 
@@ -132,24 +132,6 @@ class SessionStore:
             return Verdict.DAMAGED
         return boundary.verdict(row.created_at, row.last_used_at)
 
-    def _to_session(
-        self, row: SessionRow, token: str | None, boundary: Boundary
-    ) -> UserSession:
-        created_at, last_used_at = row.created_at, row.last_used_at
-        expires_at = None
-        if created_at is not None and last_used_at is not None:
-            expires_at = boundary.expires_at(created_at, last_used_at)
-        return UserSession(
-            addr=row.addr,
-            token=token,
-            uname=row.uname,
-            created_at=created_at,
-            last_used_at=last_used_at,
-            expires_at=expires_at,
-            id=row.public_id,
-            user_agent=row.user_agent,
-        )
-
     def _delete_row(self, conn: Connection, token_hash: bytes) -> int:
         result = conn.execute(
             delete(self._table).where(self._table.c.token_hash == token_hash)
@@ -185,11 +167,11 @@ class SessionStore:
         cache = self.cache if cached else None
         generation = 0
         if cache is not None:
-            hit = self._cached_lookup(cache, digests[0], addr, token, boundary)
-            if hit is not None and not self._refresh_due(
-                hit.session, boundary, refresh_after
-            ):
-                return hit
+            hit = cached_session(
+                cache, digests[0], addr, token, boundary, self._settings.bind_ip
+            )
+            if hit is not None and not self._refresh_due(hit, boundary, refresh_after):
+                return Lookup(session=hit, verdict=Verdict.LIVE)
             generation = cache.generation
 
         def work(conn: Connection) -> Lookup:
@@ -207,7 +189,13 @@ class SessionStore:
 
         found = self._db.run(work, commit=False)
         if cache is not None:
-            self._remember(cache, digests, found, generation)
+            remember(
+                cache,
+                digests,
+                found.session if found.live else None,
+                generation,
+                foreign=found.foreign,
+            )
         self._announce(found, token, addr)
         return found
 
@@ -223,7 +211,7 @@ class SessionStore:
     ) -> Lookup:
         """Judge a found row for ``addr``: delete it if dead, refresh it if due."""
         verdict = self._judge(row, boundary)
-        session = self._to_session(row, token, boundary)
+        session = session_from_row(row, token, boundary)
         if verdict is not Verdict.LIVE:
             removed = delete_dead and self._delete_row(conn, row.token_hash) == 1
             return Lookup(session=session, verdict=verdict, removed=removed)
@@ -262,61 +250,6 @@ class SessionStore:
         return conn.execute(self._refresh_both, params).rowcount == 1
 
     # -- the validation cache ----------------------------------------------------
-
-    def _cached_lookup(
-        self,
-        cache: ValidationCache,
-        digest: bytes,
-        addr: str,
-        token: str,
-        boundary: Boundary,
-    ) -> Lookup | None:
-        """Answer from the cache, or ``None`` when the database must be asked.
-
-        Only a live session used from an address its binding accepts is
-        answered here: anything else goes to the database, which logs and
-        signals it as usual.
-        """
-        row = cache.get(digest)
-        if row is None:
-            return None
-        if boundary.verdict(row.created_at, row.last_used_at) is not Verdict.LIVE:
-            return None
-        if not address_matches(self._settings.bind_ip, row.addr, addr):
-            return None
-        session = UserSession(
-            addr=row.addr,
-            token=token,
-            uname=row.uname,
-            created_at=row.created_at,
-            last_used_at=row.last_used_at,
-            expires_at=boundary.expires_at(row.created_at, row.last_used_at),
-            id=row.public_id,
-            user_agent=row.user_agent,
-        )
-        return Lookup(session=session, verdict=Verdict.LIVE)
-
-    @staticmethod
-    def _remember(
-        cache: ValidationCache, digests: list[bytes], found: Lookup, generation: int
-    ) -> None:
-        session = found.session
-        if found.foreign:
-            return  # the owner's entry, if any, stays; this address never hits it
-        if not found.live or session is None:
-            cache.discard(digests, revoked=False)
-            return
-        assert session.id is not None
-        assert session.created_at is not None and session.last_used_at is not None
-        row = CachedRow(
-            public_id=session.id,
-            uname=session.uname,
-            addr=session.addr,
-            user_agent=session.user_agent,
-            created_at=session.created_at,
-            last_used_at=session.last_used_at,
-        )
-        cache.put(digests[0], row, generation)
 
     def forget_removed(
         self, sender: object, session: UserSession | None = None, **extra: object
@@ -446,7 +379,7 @@ class SessionStore:
             row = self._find(conn, token)
             if row is None:
                 return None, False
-            session = self._to_session(row, token, boundary)
+            session = session_from_row(row, token, boundary)
             if not address_matches(self._settings.bind_ip, row.addr, addr):
                 return session, False
             return session, self._delete_row(conn, row.token_hash) == 1
