@@ -108,11 +108,14 @@ class SessionStore:
 
     # -- reading -----------------------------------------------------------------
 
-    def _find(
-        self, conn: Connection, token: str, digests: list[bytes] | None = None
-    ) -> SessionRow | None:
-        if digests is None:
-            digests = self._hasher.candidates(token)
+    def _find(self, conn: Connection, digests: list[bytes]) -> SessionRow | None:
+        """Return the row stored under any of ``digests``, keyed by the first.
+
+        A row found under a fallback key (stored before a secret-key rotation)
+        is moved to the current key here, so callers address the row by
+        ``digests[0]`` whichever key found it; ``row.token_hash`` keeps the key
+        it was read under.
+        """
         key = self._table.c.token_hash
         if len(digests) == 1:
             row = conn.execute(self._select_one, {"digest": digests[0]}).first()
@@ -175,13 +178,13 @@ class SessionStore:
             generation = cache.generation
 
         def work(conn: Connection) -> Lookup:
-            row = self._find(conn, token, digests)
+            row = self._find(conn, digests)
             if row is None:
                 return Lookup()
             # A row found under a fallback key has just been moved to the current.
             wrote = row.token_hash != digests[0]
             found = self._settle(
-                conn, row, addr, token, boundary, refresh_after, delete_dead
+                conn, row, digests[0], addr, token, boundary, refresh_after, delete_dead
             )
             if wrote or found.refreshed or found.removed:
                 conn.commit()
@@ -203,17 +206,21 @@ class SessionStore:
         self,
         conn: Connection,
         row: SessionRow,
+        key: bytes,
         addr: str,
         token: str,
         boundary: Boundary,
         refresh_after: timedelta | None,
         delete_dead: bool,
     ) -> Lookup:
-        """Judge a found row for ``addr``: delete it if dead, refresh it if due."""
+        """Judge a found row for ``addr``: delete it if dead, refresh it if due.
+
+        :param key: the digest the row is stored under now.
+        """
         verdict = self._judge(row, boundary)
         session = session_from_row(row, token, boundary)
         if verdict is not Verdict.LIVE:
-            removed = delete_dead and self._delete_row(conn, row.token_hash) == 1
+            removed = delete_dead and self._delete_row(conn, key) == 1
             return Lookup(session=session, verdict=verdict, removed=removed)
 
         if not address_matches(self._settings.bind_ip, row.addr, addr):
@@ -221,7 +228,7 @@ class SessionStore:
 
         if not self._refresh_due(session, boundary, refresh_after):
             return Lookup(session=session, verdict=verdict)
-        if not self._refresh(conn, row.token_hash, boundary):
+        if not self._refresh(conn, key, boundary):
             return Lookup()  # deleted by a logout or purge meanwhile
         session.last_used_at = boundary.now
         session.expires_at = boundary.expires_at(row.created_at, boundary.now)
@@ -235,6 +242,8 @@ class SessionStore:
     ) -> bool:
         if refresh_after is None or session is None or session.last_used_at is None:
             return False
+        if not refresh_after:
+            return True  # use_session: always write, even over a skewed clock
         return boundary.now - session.last_used_at >= refresh_after
 
     def _refresh(self, conn: Connection, token_hash: bytes, boundary: Boundary) -> bool:
@@ -323,7 +332,7 @@ class SessionStore:
         digests = self._hasher.candidates(session.token)
 
         def work(conn: Connection) -> None:
-            if len(digests) > 1 and self._find(conn, session.token or ""):
+            if len(digests) > 1 and self._find(conn, digests):
                 raise DuplicateSessionError("a session with this token exists")
             conn.execute(
                 insert(self._table).values(
@@ -374,19 +383,20 @@ class SessionStore:
         if not is_well_formed(token):
             return False
         boundary = self.boundary()
+        digests = self._hasher.candidates(token)
 
         def work(conn: Connection) -> tuple[UserSession | None, bool]:
-            row = self._find(conn, token)
+            row = self._find(conn, digests)
             if row is None:
                 return None, False
             session = session_from_row(row, token, boundary)
             if not address_matches(self._settings.bind_ip, row.addr, addr):
                 return session, False
-            return session, self._delete_row(conn, row.token_hash) == 1
+            return session, self._delete_row(conn, digests[0]) == 1
 
         session, deleted = self._db.run(work)
         if deleted and self.cache is not None:
-            self.cache.discard(self._hasher.candidates(token))
+            self.cache.discard(digests)
         app = current_app._get_current_object()  # type: ignore[attr-defined]
         if session is not None and not deleted:
             signals.address_mismatch.send(app, session=session, addr=addr)

@@ -256,3 +256,14 @@ def test_the_idle_boundary_is_inclusive_and_shared_with_the_purge(
 def test_operations_need_an_app_context(kp: KPSession):
     with pytest.raises(RuntimeError):
         kp.session_exists(ADDR, TOKEN)
+
+
+def test_use_always_writes_even_over_a_clock_running_ahead(app: Flask, kp: KPSession):
+    """Another host's clock a minute ahead wrote last_used_at: use still refreshes."""
+    ahead = utcnow() + timedelta(minutes=1)
+    with app.app_context():
+        kp.add_session(
+            UserSession(ADDR, TOKEN, "alice", created_at=utcnow(), last_used_at=ahead)
+        )
+        assert kp.use_session(ADDR, TOKEN) is True
+        assert kp.get_session(ADDR, TOKEN).last_used_at < ahead

@@ -5,12 +5,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
 
 import pytest
 from flask import Flask
 from sqlalchemy import select
 
-from flask_kpsession import KPSession
+from flask_kpsession import KPSession, UserSession
+from flask_kpsession.clock import utcnow
 from flask_kpsession.tokens import TokenHasher, is_well_formed
 
 from .conftest import AppFactory
@@ -116,3 +119,64 @@ def test_a_rotated_secret_key_still_finds_sessions_through_the_fallbacks(
     unrelated = make_app(SECRET_KEY="a third key that never signed anything")
     with unrelated.app_context():
         assert not unrelated.extensions["kpsession"].session_exists("127.0.0.1", token)
+
+
+OLD_KEY = "the old secret key of this deployment"
+NEW_KEY = "the new secret key of this deployment"
+
+
+def _sessions_under_the_old_key(make_app: AppFactory, count: int) -> list[str]:
+    """Store sessions under the old key, last used two minutes ago (refresh due)."""
+    old_app = make_app(SECRET_KEY=OLD_KEY)
+    kp: KPSession = old_app.extensions["kpsession"]
+    two_minutes_ago = utcnow() - timedelta(minutes=2)
+    tokens = []
+    with old_app.app_context():
+        for n in range(count):
+            session = UserSession(
+                "127.0.0.1",
+                f"{n:02d}" + "r" * 41,
+                "alice",
+                created_at=two_minutes_ago,
+                last_used_at=two_minutes_ago,
+            )
+            kp.add_session(session)
+            tokens.append(session.token)
+    return tokens
+
+
+def _rotated(make_app: AppFactory) -> Flask:
+    return make_app(SECRET_KEY=NEW_KEY, SECRET_KEY_FALLBACKS=[OLD_KEY])
+
+
+def test_after_a_rotation_every_operation_works_on_the_first_use(make_app: AppFactory):
+    """A row found under a fallback key is moved and then addressed by the new one."""
+    checked, removed, used = _sessions_under_the_old_key(make_app, 3)
+    app = _rotated(make_app)
+    kp: KPSession = app.extensions["kpsession"]
+    bearer = {"Authorization": f"Bearer {checked}"}
+
+    first = app.test_client().get("/auth/check", headers=bearer)
+    assert first.status_code == 200
+    assert datetime.fromisoformat(first.get_json()["last_used_at"]) > utcnow() - (
+        timedelta(seconds=30)
+    )  # the due refresh happened, under the new key
+    with app.app_context():
+        assert kp.remove_session("127.0.0.1", removed) is True
+        assert kp.session_exists("127.0.0.1", removed) is False
+        assert kp.use_session("127.0.0.1", used) is True
+        assert kp.session_exists("127.0.0.1", used) is True
+
+
+def test_after_a_rotation_parallel_first_requests_all_succeed(make_app: AppFactory):
+    tokens = _sessions_under_the_old_key(make_app, 3)
+    app = _rotated(make_app)
+
+    def check(token: str) -> int:
+        client = app.test_client(use_cookies=False)
+        headers = {"Authorization": f"Bearer {token}"}
+        return client.get("/auth/check", headers=headers).status_code
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = list(pool.map(check, [t for t in tokens for _ in range(8)]))
+    assert statuses == [200] * 24
