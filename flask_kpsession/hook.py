@@ -1,8 +1,12 @@
 """Per-request session state: the before_request hook and its helpers.
 
-The request's session is resolved at most once, into one ``g`` attribute: by the
+The request's session is resolved at most once per request: by the
 before_request hook when it is enabled, else on first use of
-:data:`current_session` or :func:`login_required`.
+:data:`current_session` or :func:`login_required`. The result is kept in the
+request's WSGI environ, not in ``g``: ``g`` belongs to the app context, which
+Flask reuses for every request dispatched inside one already pushed (tests
+under ``app.app_context()``, internal sub-requests), and one request's session
+must never answer for the next.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from dataclasses import dataclass
 from functools import wraps
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from flask import current_app, g, has_request_context
+from flask import current_app, has_request_context, request
 from werkzeug.local import LocalProxy
 
 from .record import UserSession
@@ -23,7 +27,7 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_G_ATTR = "_kpsession"
+_ENVIRON_KEY = "flask_kpsession.request_state"
 
 
 @dataclass
@@ -45,17 +49,17 @@ class RequestState:
 
 def request_state() -> RequestState:
     """Return the current request's session state, resolving it on first use."""
-    state: RequestState | None = g.get(_G_ATTR)
+    state: RequestState | None = request.environ.get(_ENVIRON_KEY)
     if state is None:
         extension = cast("KPSession", current_app.extensions["kpsession"])
         state = extension.resolve_request()
-        setattr(g, _G_ATTR, state)
+        request.environ[_ENVIRON_KEY] = state
     return state
 
 
 def replace_request_state(state: RequestState) -> None:
     """Make ``state`` the request's, after a login or logout changed what it is."""
-    setattr(g, _G_ATTR, state)
+    request.environ[_ENVIRON_KEY] = state
 
 
 def _current_session() -> UserSession | None:
@@ -82,7 +86,7 @@ def login_required(view: F) -> F:
     def guarded(*args: Any, **kwargs: Any) -> Any:
         state = request_state()
         if state.session is not None:
-            return view(*args, **kwargs)
+            return current_app.ensure_sync(view)(*args, **kwargs)
         if state.csrf_refused:
             return forbidden()
         if state.unavailable:

@@ -203,3 +203,37 @@ def test_without_the_hook_the_session_is_resolved_on_first_use(make_app: AppFact
         "user": "alice"
     }
     assert len(selects) == 1
+
+
+def test_one_requests_session_never_answers_for_the_next_in_a_shared_app_context(
+    app: Flask,
+):
+    """Flask reuses a pushed app context (and its ``g``) for requests inside it."""
+    _add_views(app)
+    alice, bob = _token(app, "alice"), _token(app, "bob")
+    anonymous = app.test_client(use_cookies=False)
+
+    with app.app_context():
+        assert anonymous.get("/private", headers=_bearer(alice)).get_json() == {
+            "user": "alice"
+        }
+        assert anonymous.get("/open").get_json() == {"user": None}
+        assert anonymous.get("/auth/check").status_code == 401
+        assert anonymous.get("/private", headers=_bearer(bob)).get_json() == {
+            "user": "bob"
+        }
+        with app.test_request_context("/open"):
+            assert not current_session
+
+
+def test_login_required_runs_async_views(app: Flask):
+    @app.get("/async-private")
+    @login_required
+    async def async_private_view():
+        return jsonify(user=current_session.uname)
+
+    client = app.test_client(use_cookies=False)
+    assert client.get("/async-private").status_code == 401
+    response = client.get("/async-private", headers=_bearer(_token(app)))
+    assert response.status_code == 200
+    assert response.get_json() == {"user": "alice"}
