@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from sqlalchemy import Connection, Engine, event, exc
+from sqlalchemy.pool import SingletonThreadPool, StaticPool
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from .errors import DatabaseUnavailableError
@@ -132,7 +133,9 @@ class Database:
         """Create missing tables at start-up, tolerating an unreachable server.
 
         The pool is disposed afterwards, so no connection opened here is
-        inherited by worker processes forked later.
+        inherited by worker processes forked later; except an in-memory SQLite
+        database, which lives in its one pooled connection and would be lost
+        with it (the host app's tables too).
         """
         try:
             self.ensure_tables()
@@ -142,7 +145,8 @@ class Database:
                 error,
             )
         finally:
-            self.engine.dispose()
+            if not isinstance(self.engine.pool, (StaticPool, SingletonThreadPool)):
+                self.engine.dispose()
 
     def ensure_tables(self) -> None:
         """Create the tables if this process has not yet seen them exist.

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from flask_kpsession import KPSession
 
@@ -193,3 +193,32 @@ def test_a_db_passed_in_is_registered_on_the_app(backend, tmp_path: Path):
         db.create_all()  # the host's own create_all sees the tables too
         assert kp.generate_session("127.0.0.1", "alice").uname == "alice"
         db.engine.dispose()
+
+
+@pytest.mark.parametrize("uri", ["sqlite://", "sqlite:///:memory:"])
+def test_an_in_memory_sqlite_database_keeps_its_tables(tmp_path: Path, uri: str):
+    """Its one pooled connection is the database: start-up must not dispose of it."""
+    db = SQLAlchemy()
+    app = Flask("memory", instance_path=str(tmp_path))
+    app.config.update(
+        SECRET_KEY="k" * 32,
+        SQLALCHEMY_DATABASE_URI=uri,
+        KPSESSION_CLEANUP_ENABLED=False,
+        **FAST_PASSWORDS,
+    )
+    db.init_app(app)
+    with app.app_context():
+        db.session.execute(text("CREATE TABLE notes (body TEXT)"))
+        db.session.execute(text("INSERT INTO notes VALUES ('kept')"))
+        db.session.commit()
+    kp = KPSession(app)
+
+    with app.app_context():
+        assert db.session.execute(text("SELECT body FROM notes")).scalar() == "kept"
+        db.session.remove()
+        made = kp.generate_session("127.0.0.1", "alice")
+        assert kp.get_session("127.0.0.1", made.token).uname == "alice"
+    check = app.test_client().get(
+        "/auth/check", headers={"Authorization": f"Bearer {made.token}"}
+    )
+    assert check.status_code == 200
