@@ -131,9 +131,9 @@ _CREDENTIALS_JSON = json.dumps({"username": "alice", "password": PASSWORD})
         "multipart/mixed; boundary=x",
     ],
 )
-def test_a_body_of_another_type_is_415(site: Flask, user, content_type):
+def test_a_body_of_another_type_is_400(site: Flask, user, content_type):
     response = _post_login(site.test_client(), _CREDENTIALS_JSON, content_type)
-    _error(response, 415, "unsupported_media_type")
+    _error(response, 400, "unsupported_media_type")
     assert "Set-Cookie" not in response.headers
 
 
@@ -444,7 +444,7 @@ def test_odd_session_ids_to_revoke_are_404(site: Flask, live_token, session_id):
         ('{"keep_current": "maybe"}', "application/json", 400),
         ('{"keep_current": [true]}', "application/json", 400),
         ('{"keep_current": {"a": 1}}', "application/json", 400),
-        ("keep_current=true", "text/plain", 415),
+        ("keep_current=true", "text/plain", 400),
     ],
 )
 def test_malformed_logout_all_bodies_are_4xx(

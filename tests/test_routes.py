@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
+import json
 from datetime import datetime, timedelta
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from werkzeug.test import create_environ, run_wsgi_app
 
 from flask_kpsession import KPSession
 
@@ -206,7 +209,9 @@ def test_a_token_from_a_foreign_address_is_refused(app: Flask, user):
         ({"json": ["alice", "pw"]}, 400, "invalid_request"),
         ({"json": {"username": "alice"}}, 400, "invalid_request"),
         ({"json": {"username": 5, "password": "pw"}}, 400, "invalid_request"),
-        ({"data": "u=a", "content_type": "text/plain"}, 415, "unsupported_media_type"),
+        ({"data": "u=a", "content_type": "text/plain"}, 400, "unsupported_media_type"),
+        ({"data": "u=a"}, 400, "unsupported_media_type"),
+        ({}, 400, "unsupported_media_type"),
     ],
 )
 def test_malformed_login_bodies_get_4xx_json(client: FlaskClient, kwargs, status, code):
@@ -242,3 +247,55 @@ def test_custom_prefix_and_cookie_name(make_app: AppFactory):
     assert response.headers["Set-Cookie"].startswith("sid=")
     assert client.get("/api/session/check").status_code == 200
     assert client.get("/auth/check").status_code == 404
+
+
+class _EndlessBody(io.RawIOBase):
+    """A request body of ``size`` bytes that counts how much was read of it."""
+
+    def __init__(self, size: int) -> None:
+        self.left = size
+        self.read_bytes = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        count = min(len(buffer), self.left)
+        buffer[:count] = b"a" * count
+        self.left -= count
+        self.read_bytes += count
+        return count
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/json", "application/x-www-form-urlencoded"]
+)
+@pytest.mark.parametrize("path", ["/auth/login", "/auth/logout-all"])
+def test_a_chunked_body_is_cut_off_at_the_limit_not_read_whole(
+    app: Flask, user, content_type: str, path: str
+):
+    """No Content-Length to check up front: the read itself must stop."""
+    token = _login(app.test_client(), user).get_json()["token"]
+    body = _EndlessBody(50 * 1024 * 1024)
+    environ = create_environ(
+        path,
+        method="POST",
+        content_type=content_type,
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    environ.pop("CONTENT_LENGTH", None)
+    environ["REMOTE_ADDR"] = "127.0.0.1"
+    environ["wsgi.input"] = io.BufferedReader(body)
+    environ["wsgi.input_terminated"] = True  # what a server sets for chunked bodies
+
+    chunks, status, _ = run_wsgi_app(app, environ)
+    assert status.startswith("413")
+    assert json.loads(b"".join(chunks))["error"] == "payload_too_large"
+    assert body.read_bytes < 1024 * 1024
+
+
+def test_logout_all_with_an_empty_json_body_ends_everything(client: FlaskClient, user):
+    _login(client, user)
+    response = client.post("/auth/logout-all", data="", content_type="application/json")
+    assert response.status_code == 200
+    assert response.get_json() == {"revoked": 1}
