@@ -213,20 +213,22 @@ class Database:
                     kind, limit = fault
                     runs[kind] = runs.get(kind, 1) + 1
                     if runs[kind] <= limit:
-                        logger.debug("%s, running again: %s", kind, _describe(error))
+                        logger.debug("%s, running again: %s", kind, describe(error))
                         if kind != "disconnect":
                             # Growing, jittered pauses, so that the two sides
                             # of a deadlock do not meet again in step.
                             time.sleep(random.uniform(0.005, 0.02) * runs[kind])
                         continue
-                if is_outage(error):
-                    raise DatabaseUnavailableError(_describe(error)) from error
+                if fault is not None or is_outage(error):
+                    # A lock conflict that outlasted its reruns is the database
+                    # too busy to answer now: a 503, never a 500 or a logout.
+                    raise DatabaseUnavailableError(describe(error)) from error
                 raise
             except exc.TimeoutError as error:
-                raise DatabaseUnavailableError(_describe(error)) from error
+                raise DatabaseUnavailableError(describe(error)) from error
 
 
-def _describe(error: Exception) -> str:
+def describe(error: Exception) -> str:
     """A one-line reason for logs: the driver's message without SQL or parameters."""
     orig = getattr(error, "orig", None) or error
     return f"{type(orig).__name__}: {str(orig).splitlines()[0] if str(orig) else ''}"

@@ -11,9 +11,11 @@ from collections.abc import Callable
 from typing import Any
 
 from flask import Response, request
+from sqlalchemy.exc import SQLAlchemyError
 
 from .addresses import is_valid_address
 from .appstate import AppState
+from .database import describe
 from .errors import (
     DatabaseUnavailableError,
     InvalidAddressError,
@@ -44,6 +46,16 @@ def resolve_request(state: AppState) -> RequestState:
         )
     except DatabaseUnavailableError as error:
         logger.warning("session not checked, database unavailable: %s", error)
+        return RequestState(token=token, unavailable=True)
+    except SQLAlchemyError as error:
+        # Not an outage, yet nobody can say whether the session is live: answer
+        # as for one (503 where a session is needed), and log the fault without
+        # the statement's parameters, which hold the token's hash.
+        logger.error(
+            "session not checked, database error: %s (statement: %s)",
+            describe(error),
+            getattr(error, "statement", None),
+        )
         return RequestState(token=token, unavailable=True)
     return RequestState(token=token, session=found.session if found.live else None)
 

@@ -11,9 +11,11 @@ import logging
 from typing import TYPE_CHECKING, cast
 
 from flask import Blueprint, Response, current_app, jsonify, request
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
 from .csrf import refuse_forgery
+from .database import describe
 from .errors import (
     DatabaseUnavailableError,
     InvalidAddressError,
@@ -181,5 +183,14 @@ def _http_error(error: HTTPException) -> Response:
 
 @blueprint.errorhandler(Exception)
 def _unexpected(error: Exception) -> Response:
-    logger.exception("unexpected error in a flask-kpsession route")
+    if isinstance(error, SQLAlchemyError):
+        # The exception's text carries the statement's parameters (token
+        # hashes, usernames): log the driver's reason and the SQL only.
+        logger.error(
+            "database error in a flask-kpsession route: %s (statement: %s)",
+            describe(error),
+            getattr(error, "statement", None),
+        )
+    else:
+        logger.exception("unexpected error in a flask-kpsession route")
     return json_error(500, "internal_error", "The server could not complete this.")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -217,3 +218,35 @@ def test_a_statement_the_server_refuses_is_a_bug_not_an_outage(
     down = KPSession(unreachable)
     with unreachable.app_context(), pytest.raises(DatabaseUnavailableError):
         down.generate_session("127.0.0.1", "alice")
+
+
+def test_a_lock_wait_that_outlasts_its_reruns_is_503_and_logs_no_hash(
+    make_app: AppFactory, caplog: pytest.LogCaptureFixture
+):
+    """Another client holds the session's row: the due refresh cannot write."""
+    app = make_app(
+        SQLALCHEMY_ENGINE_OPTIONS={
+            "connect_args": {"init_command": "SET SESSION innodb_lock_wait_timeout=1"}
+        },
+        KPSESSION_REFRESH_THROTTLE=timedelta(0),
+    )
+    _add_views(app)
+    kp: KPSession = app.extensions["kpsession"]
+    with app.app_context():
+        token = kp.generate_session("127.0.0.1", "alice").token
+    bearer = {"Authorization": f"Bearer {token}"}
+    caplog.set_level(logging.DEBUG)
+
+    with mysql_connect(MYSQL_DATABASE) as holder, holder.cursor() as cursor:
+        cursor.execute("BEGIN")
+        cursor.execute("SELECT * FROM kp_sessions FOR UPDATE")
+        response = app.test_client(use_cookies=False).get("/private", headers=bearer)
+        cursor.execute("ROLLBACK")
+
+    _assert_unavailable(response)
+    assert "Lock wait timeout" in caplog.text
+    stored = kp._state(app).sessions._hasher.digest(token)
+    assert stored.hex() not in caplog.text
+    assert repr(stored)[2:-1] not in caplog.text
+    after = app.test_client(use_cookies=False).get("/private", headers=bearer)
+    assert after.get_json() == {"user": "alice"}  # nobody was logged out
