@@ -36,20 +36,29 @@ def _database_url() -> str | None:
 
 
 def _secret_key(instance_path: str) -> str:
+    """Return the secret key: from the environment, else kept in the instance folder.
+
+    Several workers may start at once on a fresh folder. The key is written to
+    a file of this process's own and then linked into place, which succeeds
+    for exactly one of them; every process then reads the one complete file.
+    """
     from_env = os.environ.get("FLASK_SECRET_KEY")
     if from_env:
         return from_env
     path = os.path.join(instance_path, "secret_key")
-    try:
-        with open(path, encoding="ascii") as stored:
-            return stored.read().strip()
-    except FileNotFoundError:
-        pass
-    key = secrets.token_urlsafe(48)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="ascii") as created:
-        created.write(key)
-    return key
+    if not os.path.exists(path):
+        draft = f"{path}.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as created:
+            created.write(secrets.token_urlsafe(48))
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            pass  # another process linked its key first: use that one
+        finally:
+            os.unlink(draft)
+    with open(path, encoding="ascii") as stored:
+        return stored.read().strip()
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -259,3 +262,41 @@ def test_every_field_has_a_label(site: Flask):
         assert ids
         for ident in ids:
             assert f'<label for="{ident}">' in page
+
+
+def test_workers_starting_at_once_share_one_generated_secret_key(tmp_path: Path):
+    """The first start generates the key; racing starts must all read it whole."""
+    script = (
+        "import sys, time\n"
+        "from example_app import _secret_key\n"
+        "start = float(sys.argv[2])\n"
+        "while time.time() < start:\n"
+        "    pass\n"
+        "print(_secret_key(sys.argv[1]))\n"
+    )
+    keys: set[str] = set()
+    env = {k: v for k, v in os.environ.items() if k != "FLASK_SECRET_KEY"}
+    for attempt in range(3):
+        folder = tmp_path / f"instance{attempt}"
+        folder.mkdir()
+        start = time.time() + 1.0
+        workers = [
+            subprocess.Popen(
+                [sys.executable, "-c", script, str(folder), str(start)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
+            for _ in range(6)
+        ]
+        results = [worker.communicate(timeout=60) for worker in workers]
+        assert [worker.returncode for worker in workers] == [0] * 6, results
+        printed = {out.strip() for out, _ in results}
+        assert len(printed) == 1
+        key = printed.pop()
+        assert len(key) == 64
+        assert (folder / "secret_key").read_text() == key
+        assert sorted(p.name for p in folder.iterdir()) == ["secret_key"]
+        keys.add(key)
+    assert len(keys) == 3  # each fresh folder got a key of its own
