@@ -265,38 +265,43 @@ def test_every_field_has_a_label(site: Flask):
 
 
 def test_workers_starting_at_once_share_one_generated_secret_key(tmp_path: Path):
-    """The first start generates the key; racing starts must all read it whole."""
+    """The first start generates the key; racing starts must all read it whole.
+
+    Each of four processes reads the key of 40 fresh folders, all four meeting
+    at each folder at the same instant: 40 races in one run.
+    """
     script = (
-        "import sys, time\n"
+        "import os, sys, time\n"
         "from example_app import _secret_key\n"
-        "start = float(sys.argv[2])\n"
-        "while time.time() < start:\n"
-        "    pass\n"
-        "print(_secret_key(sys.argv[1]))\n"
+        "root, start = sys.argv[1], float(sys.argv[2])\n"
+        "for n in range(40):\n"
+        "    while time.time() < start + n * 0.03:\n"
+        "        pass\n"
+        "    print(_secret_key(os.path.join(root, str(n))))\n"
     )
-    keys: set[str] = set()
+    for n in range(40):
+        (tmp_path / str(n)).mkdir()
     env = {k: v for k, v in os.environ.items() if k != "FLASK_SECRET_KEY"}
-    for attempt in range(3):
-        folder = tmp_path / f"instance{attempt}"
-        folder.mkdir()
-        start = time.time() + 1.0
-        workers = [
-            subprocess.Popen(
-                [sys.executable, "-c", script, str(folder), str(start)],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                env=env,
-            )
-            for _ in range(6)
-        ]
-        results = [worker.communicate(timeout=60) for worker in workers]
-        assert [worker.returncode for worker in workers] == [0] * 6, results
-        printed = {out.strip() for out, _ in results}
-        assert len(printed) == 1
-        key = printed.pop()
+    start = time.time() + 1.5
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(tmp_path), str(start)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for _ in range(4)
+    ]
+    results = [worker.communicate(timeout=60) for worker in workers]
+    assert [worker.returncode for worker in workers] == [0] * 4, results
+
+    per_worker = [out.split() for out, _ in results]
+    assert all(len(keys) == 40 for keys in per_worker)
+    for n in range(40):
+        seen = {keys[n] for keys in per_worker}
+        assert len(seen) == 1, f"folder {n}: {seen}"
+        key = seen.pop()
         assert len(key) == 64
-        assert (folder / "secret_key").read_text() == key
-        assert sorted(p.name for p in folder.iterdir()) == ["secret_key"]
-        keys.add(key)
-    assert len(keys) == 3  # each fresh folder got a key of its own
+        assert (tmp_path / str(n) / "secret_key").read_text() == key
+        assert sorted(p.name for p in (tmp_path / str(n)).iterdir()) == ["secret_key"]
