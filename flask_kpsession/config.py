@@ -173,14 +173,27 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _duration(key: str, value: object) -> timedelta:
-    accepted = "a positive number of minutes (int) or a positive timedelta"
+#: The longest duration accepted: ten years. Beyond some bound, "now" minus the
+#: duration leaves the range of datetime and every request would fail.
+MAX_DURATION = timedelta(days=3653)
+_MAX_MINUTES = int(MAX_DURATION.total_seconds() // 60)
+
+
+def _duration(key: str, value: object, *, zero: bool = False) -> timedelta:
+    sign = "zero or more" if zero else "a positive number of"
+    accepted = (
+        f"{sign} minutes (int) or a {'non-negative' if zero else 'positive'} "
+        f"timedelta, at most {MAX_DURATION.days} days"
+    )
     if _is_int(value):
         assert isinstance(value, int)
-        if value > 0:
+        if (value >= 0 if zero else value > 0) and value <= _MAX_MINUTES:
             return timedelta(minutes=value)
-    elif isinstance(value, timedelta) and value > timedelta(0):
-        return value
+    elif isinstance(value, timedelta):
+        if (value >= timedelta(0) if zero else value > timedelta(0)) and (
+            value <= MAX_DURATION
+        ):
+            return value
     raise _fail(key, value, accepted)
 
 
@@ -191,7 +204,10 @@ def _optional_duration(key: str, value: object) -> timedelta | None:
         return _duration(key, value)
     except ConfigurationError:
         raise _fail(
-            key, value, "a positive number of minutes, a positive timedelta, or None"
+            key,
+            value,
+            "a positive number of minutes, a positive timedelta (at most "
+            f"{MAX_DURATION.days} days), or None",
         ) from None
 
 
@@ -321,11 +337,9 @@ def load_settings(config: Mapping[str, Any]) -> Settings:
     :raises ConfigurationError: naming the first key whose value is not accepted.
     """
     idle = _read(config, "KPSESSION_TIMEOUT", _duration)
-    throttle_value = config["KPSESSION_REFRESH_THROTTLE"]
-    if isinstance(throttle_value, timedelta) and throttle_value == timedelta(0):
-        throttle = timedelta(0)
-    else:
-        throttle = _read(config, "KPSESSION_REFRESH_THROTTLE", _duration)
+    throttle = _duration(
+        "KPSESSION_REFRESH_THROTTLE", config["KPSESSION_REFRESH_THROTTLE"], zero=True
+    )
     if throttle > idle / 10:
         logger.info(
             "KPSESSION_REFRESH_THROTTLE %s is above a tenth of the idle timeout; "

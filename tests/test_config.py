@@ -31,6 +31,9 @@ BAD_VALUES = [
     ("KPSESSION_TIMEOUT", timedelta(0)),
     ("KPSESSION_ABSOLUTE_TIMEOUT", -1),
     ("KPSESSION_ABSOLUTE_TIMEOUT", 1.5),
+    ("KPSESSION_ABSOLUTE_TIMEOUT", timedelta(days=1_000_000)),
+    ("KPSESSION_TIMEOUT", 10**9),
+    ("KPSESSION_LOGIN_TRUST_PERIOD", timedelta(days=100_000)),
     ("KPSESSION_CLEANUP_INTERVAL", 0),
     ("KPSESSION_CLEANUP_INTERVAL", timedelta(seconds=-1)),
     ("KPSESSION_CLEANUP_ENABLED", "yes"),
@@ -103,6 +106,8 @@ def test_a_bad_value_is_refused_naming_key_value_and_what_is_accepted(
     ("key", "value"),
     [
         ("KPSESSION_TIMEOUT", timedelta(seconds=30)),
+        ("KPSESSION_ABSOLUTE_TIMEOUT", timedelta(days=3653)),
+        ("KPSESSION_REFRESH_THROTTLE", 0),
         ("KPSESSION_ABSOLUTE_TIMEOUT", None),
         ("KPSESSION_ABSOLUTE_TIMEOUT", 30),  # shorter than the idle timeout
         ("KPSESSION_URL_PREFIX", ""),

@@ -18,7 +18,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flask_kpsession import DEFAULTS, ConfigurationError
-from flask_kpsession.config import MAX_USERNAME_LENGTH, Settings, load_settings
+from flask_kpsession.config import (
+    MAX_DURATION,
+    MAX_USERNAME_LENGTH,
+    Settings,
+    load_settings,
+)
 from flask_kpsession.payloads import BadPayload, Credentials, read_credentials
 from flask_kpsession.throttle import address_key
 from flask_kpsession.tokens import TokenHasher, is_well_formed, new_token
@@ -198,7 +203,7 @@ def test_the_validator_accepts_or_names_the_key(key: str, value: object):
 @given(
     pair=st.integers(min_value=1, max_value=10**6),
     minutes=st.integers(min_value=1, max_value=10**5),
-    seconds=st.timedeltas(min_value=timedelta(microseconds=1)),
+    seconds=st.timedeltas(min_value=timedelta(microseconds=1), max_value=MAX_DURATION),
 )
 def test_valid_throttle_limits_are_taken_as_given(
     pair: int, minutes: int, seconds: timedelta
