@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import click
 from flask import current_app
@@ -15,7 +15,31 @@ from .errors import DatabaseUnavailableError
 if TYPE_CHECKING:
     from .extension import KPSession
 
-kpsession_cli = AppGroup("kpsession", help="Manage flask-kpsession users and sessions.")
+
+class _CommandGroup(AppGroup):
+    """The ``kpsession`` group: turns expected failures into one-line errors.
+
+    An operator whose database is down, or who typed a bad value, gets a
+    sentence and exit status 1, not a traceback.
+    """
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except DatabaseUnavailableError as error:
+            raise click.ClickException(f"database unavailable: {error}") from None
+        except ValueError as error:
+            raise click.ClickException(str(error)) from None
+
+
+kpsession_cli = _CommandGroup(
+    "kpsession", help="Manage flask-kpsession users and sessions."
+)
+
+
+def _printable(text: str) -> str:
+    """Escape control characters, so that one session stays one line of columns."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _extension() -> KPSession:
@@ -39,12 +63,7 @@ def _read_password(from_stdin: bool) -> str:
 def create_user(name: str, password_stdin: bool) -> None:
     """Add a user NAME to the built-in users table."""
     password = _read_password(password_stdin)
-    try:
-        _extension().create_user(name, password)
-    except ValueError as error:
-        raise click.ClickException(str(error)) from None
-    except DatabaseUnavailableError as error:
-        raise click.ClickException(f"database unavailable: {error}") from None
+    _extension().create_user(name, password)
     click.echo(f"Created user {name!r}.")
 
 
@@ -54,10 +73,7 @@ def create_user(name: str, password_stdin: bool) -> None:
 def set_password(name: str, password_stdin: bool) -> None:
     """Replace the password of the built-in user NAME."""
     password = _read_password(password_stdin)
-    try:
-        found = _extension().set_password(name, password)
-    except ValueError as error:
-        raise click.ClickException(str(error)) from None
+    found = _extension().set_password(name, password)
     if not found:
         raise click.ClickException(f"no user {name!r}")
     click.echo(f"Password of {name!r} changed.")
@@ -72,10 +88,7 @@ def set_password(name: str, password_stdin: bool) -> None:
 )
 def purge(timeout: int | None) -> None:
     """Delete timed-out sessions once (for cron, with the job switched off)."""
-    try:
-        count = _extension().delete_timed_out_sessions(timeout)
-    except DatabaseUnavailableError as error:
-        raise click.ClickException(f"database unavailable: {error}") from None
+    count = _extension().delete_timed_out_sessions(timeout)
     click.echo(f"Deleted {count} timed-out session{'s' if count != 1 else ''}.")
 
 
@@ -85,7 +98,8 @@ def sessions(uname: str | None) -> None:
     """List live sessions, one line each, most recently used first.
 
     Columns (tab-separated): id, username, address, login time, last use,
-    expiry, user agent.
+    expiry, user agent. Control characters in a field are escaped (a tab shows
+    as ``\\t``), so each line has exactly seven columns.
     """
     listed = _extension().list_sessions(uname)
     for item in listed:
@@ -94,12 +108,12 @@ def sessions(uname: str | None) -> None:
             "\t".join(
                 [
                     item.id or "",
-                    item.uname,
-                    item.addr,
+                    _printable(item.uname),
+                    _printable(item.addr),
                     isoformat(item.created_at),
                     isoformat(item.last_used_at),
                     isoformat(item.expires_at),
-                    item.user_agent,
+                    _printable(item.user_agent),
                 ]
             )
         )

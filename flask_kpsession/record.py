@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from .config import MAX_USERNAME_LENGTH
 from .timeouts import Boundary
 
 
@@ -54,3 +55,14 @@ def session_from_row(row: Any, token: str | None, boundary: Boundary) -> UserSes
         id=row.public_id,
         user_agent=row.user_agent,
     )
+
+
+def check_username(username: object) -> str:
+    """Return ``username`` if it is acceptable, else raise ``ValueError``."""
+    if not isinstance(username, str) or not username:
+        raise ValueError("username must be a non-empty string")
+    if len(username) > MAX_USERNAME_LENGTH:
+        raise ValueError(f"username must be at most {MAX_USERNAME_LENGTH} characters")
+    if not username.isprintable():
+        raise ValueError("username must not contain control characters")
+    return username

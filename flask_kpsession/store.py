@@ -20,11 +20,11 @@ from sqlalchemy.exc import IntegrityError
 from . import signals
 from .addresses import MAX_ADDRESS_LENGTH, address_matches, is_valid_address
 from .cache import ValidationCache, cached_session, remember
-from .clock import utcnow
-from .config import MAX_USERNAME_LENGTH, Settings
+from .clock import UTC, utcnow
+from .config import Settings
 from .database import Database
 from .errors import DuplicateSessionError, NoSessionFoundError
-from .record import UserSession, session_from_row
+from .record import UserSession, check_username, session_from_row
 from .timeouts import Boundary, Verdict
 from .tokens import TokenHasher, is_well_formed, new_public_id, new_token
 
@@ -325,8 +325,8 @@ class SessionStore:
         _check_new_session(session)
         assert session.token is not None
         now = utcnow()
-        created_at = session.created_at or now
-        last_used_at = session.last_used_at or created_at
+        created_at = (session.created_at or now).astimezone(UTC)
+        last_used_at = (session.last_used_at or created_at).astimezone(UTC)
         public_id = new_public_id()
         token_hash = self._hasher.digest(session.token)
         digests = self._hasher.candidates(session.token)
@@ -412,12 +412,7 @@ def _check_new_session(session: UserSession) -> None:
         raise ValueError(
             f"addr must be an IP address of at most {MAX_ADDRESS_LENGTH} characters"
         )
-    if not isinstance(session.uname, str) or not session.uname:
-        raise ValueError("uname must be a non-empty string")
-    if len(session.uname) > MAX_USERNAME_LENGTH or "\x00" in session.uname:
-        raise ValueError(
-            f"uname must be at most {MAX_USERNAME_LENGTH} characters, without NUL"
-        )
+    check_username(session.uname)
     for moment in (session.created_at, session.last_used_at):
         if moment is not None and moment.tzinfo is None:
             raise ValueError("created_at and last_used_at must be timezone-aware")

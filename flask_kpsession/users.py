@@ -17,26 +17,16 @@ from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from .clock import utcnow
-from .config import MAX_USERNAME_LENGTH, Settings
+from .config import Settings
 from .database import Database
 from .errors import KPSessionError
+from .record import check_username
 
 logger = logging.getLogger(__name__)
 
 
 class UserExistsError(KPSessionError, ValueError):
     """A user with that exact username already exists."""
-
-
-def check_username(username: object) -> str:
-    """Return ``username`` if it is acceptable, else raise ``ValueError``."""
-    if not isinstance(username, str) or not username:
-        raise ValueError("username must be a non-empty string")
-    if len(username) > MAX_USERNAME_LENGTH:
-        raise ValueError(f"username must be at most {MAX_USERNAME_LENGTH} characters")
-    if not username.isprintable():
-        raise ValueError("username must not contain control characters")
-    return username
 
 
 class UserStore:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from flask import Flask
@@ -267,3 +267,26 @@ def test_use_always_writes_even_over_a_clock_running_ahead(app: Flask, kp: KPSes
         )
         assert kp.use_session(ADDR, TOKEN) is True
         assert kp.get_session(ADDR, TOKEN).last_used_at < ahead
+
+
+def test_stored_times_come_back_in_utc_whatever_offset_was_given(
+    app: Flask, kp: KPSession
+):
+    india = timezone(timedelta(hours=5, minutes=30))
+    local = datetime.now(india).replace(microsecond=250000)
+    session = UserSession(ADDR, TOKEN, "alice", created_at=local, last_used_at=local)
+    with app.app_context():
+        kp.add_session(session)
+        found = kp.get_session(ADDR, TOKEN)
+    for value in (session.created_at, session.expires_at, found.created_at):
+        assert value.utcoffset() == timedelta(0)
+    assert session.created_at == local
+    assert found.created_at == local
+
+
+@pytest.mark.parametrize("uname", ["line\nbreak", "tab\tbed", "nul\x00", "bidi\u202e"])
+def test_add_refuses_usernames_with_control_characters(
+    app: Flask, kp: KPSession, uname: str
+):
+    with app.app_context(), pytest.raises(ValueError, match="control characters"):
+        kp.add_session(UserSession(ADDR, TOKEN, uname))
