@@ -407,7 +407,9 @@ class SessionStore:
 
 def _check_new_session(session: UserSession) -> None:
     if not is_well_formed(session.token):
-        raise ValueError("token must be 32 to 256 URL-safe base64 characters")
+        raise ValueError(
+            "token must be 32 to 256 URL-safe characters (letters, digits, - . _ ~)"
+        )
     if not is_valid_address(session.addr):
         raise ValueError(
             f"addr must be an IP address of at most {MAX_ADDRESS_LENGTH} characters"

@@ -16,8 +16,9 @@ from typing import Any
 
 from .errors import ConfigurationError
 
-#: URL-safe base64 alphabet, 32 to 256 characters: the only shape ever accepted.
-TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]{32,256}")
+#: URL-safe characters (RFC 3986's unreserved set, which holds the base64url
+#: alphabet of generated tokens), 32 to 256 of them: the only shape accepted.
+TOKEN_PATTERN = re.compile(r"[A-Za-z0-9._~-]{32,256}")
 
 _KEY_LABEL = b"flask-kpsession token hash v1"
 _FINGERPRINT_LABEL = b"flask-kpsession log fingerprint v1"

@@ -290,3 +290,12 @@ def test_add_refuses_usernames_with_control_characters(
 ):
     with app.app_context(), pytest.raises(ValueError, match="control characters"):
         kp.add_session(UserSession(ADDR, TOKEN, uname))
+
+
+def test_tokens_may_use_every_url_safe_character(app: Flask, kp: KPSession):
+    token = "Az09-._~" * 5
+    with app.app_context():
+        kp.add_session(UserSession(ADDR, token, "alice"))
+        assert kp.get_session(ADDR, token).uname == "alice"
+        with pytest.raises(ValueError):
+            kp.add_session(UserSession(ADDR, "Az09+/=!" * 5, "alice"))

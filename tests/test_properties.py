@@ -32,8 +32,8 @@ from flask_kpsession.transport import read_token
 from .conftest import AppFactory
 
 FAST = settings(max_examples=150, deadline=None)
-SHAPE = re.compile(r"[A-Za-z0-9_-]{32,256}")
-ALPHABET = string.ascii_letters + string.digits + "-_"
+SHAPE = re.compile(r"[A-Za-z0-9._~-]{32,256}")
+ALPHABET = string.ascii_letters + string.digits + "-_.~"
 BASE_SETTINGS = load_settings(dict(DEFAULTS))
 
 #: A bare app: the parsers need a request, not a database.
