@@ -121,9 +121,12 @@ class UserStore:
         Does the same hashing work whether the user exists or not, and re-hashes
         a matching password whose stored parameters are below the current ones.
         """
+        # The dummy hash is made on the first check in a process, whichever user
+        # it is for, so that this one-off cost gives nothing away either.
+        dummy = self._dummy()
         stored = self._load_hash(username)
         if stored is None:
-            self._verify_hash(self._dummy(), password)
+            self._verify_hash(dummy, password)
             return False
         if not self._verify_hash(stored, password):
             return False

@@ -132,3 +132,34 @@ def test_verify_password_replaces_the_built_in_table(make_app: AppFactory):
     assert good.get_json()["username"] == "frank"
     assert bad.status_code == 401
     assert seen == [("frank", "from the host app"), ("frank", "no")]
+
+
+@pytest.mark.parametrize("username", ["alice", "nobody"])
+def test_the_first_check_in_a_process_costs_the_same_for_any_user(
+    make_app: AppFactory, monkeypatch: pytest.MonkeyPatch, username: str
+):
+    """The dummy hash is made lazily: by the first check, known user or not."""
+    app = make_app()
+    kp: KPSession = app.extensions["kpsession"]
+    with app.app_context():
+        kp.create_user("alice", "correct horse battery")
+    fresh = make_app()  # a new process's store: no dummy hash made yet
+    hashes: list[str] = []
+    verifications: list[str] = []
+    original_hash, original_verify = PasswordHasher.hash, PasswordHasher.verify
+
+    def counting_hash(self, password, *args, **kwargs):
+        hashes.append(password)
+        return original_hash(self, password, *args, **kwargs)
+
+    def counting_verify(self, stored, password):
+        verifications.append(stored)
+        return original_verify(self, stored, password)
+
+    monkeypatch.setattr(PasswordHasher, "hash", counting_hash)
+    monkeypatch.setattr(PasswordHasher, "verify", counting_verify)
+    response = fresh.test_client().post(
+        "/auth/login", json={"username": username, "password": "wrong password"}
+    )
+    assert response.status_code == 401
+    assert (len(hashes), len(verifications)) == (1, 1)
