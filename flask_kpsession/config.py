@@ -7,6 +7,7 @@ the request path never looks at ``app.config`` again.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import re
 from collections.abc import Callable, Mapping
@@ -330,12 +331,30 @@ def _read(config: Mapping[str, Any], key: str, check: Callable[..., Any]) -> Any
     return check(key, config[key])
 
 
+def _warn_about_unknown_keys(config: Mapping[str, Any]) -> None:
+    """Log each ``KPSESSION_*`` key that no setting reads: most likely a typo."""
+    for key in sorted(k for k in config if k.startswith("KPSESSION_")):
+        if key in DEFAULTS:
+            continue
+        # Compare what follows the prefix, which every key shares.
+        suffixes = {name.removeprefix("KPSESSION_"): name for name in DEFAULTS}
+        close = difflib.get_close_matches(
+            key.removeprefix("KPSESSION_"), suffixes, n=1, cutoff=0.75
+        )
+        logger.warning(
+            "unknown configuration key %s is ignored%s",
+            key,
+            f" (did you mean {suffixes[close[0]]}?)" if close else "",
+        )
+
+
 def load_settings(config: Mapping[str, Any]) -> Settings:
     """Validate the ``KPSESSION_*`` keys of ``config`` into :class:`Settings`.
 
     :param config: the app's config, with :data:`DEFAULTS` already applied.
     :raises ConfigurationError: naming the first key whose value is not accepted.
     """
+    _warn_about_unknown_keys(config)
     idle = _read(config, "KPSESSION_TIMEOUT", _duration)
     throttle = _duration(
         "KPSESSION_REFRESH_THROTTLE", config["KPSESSION_REFRESH_THROTTLE"], zero=True

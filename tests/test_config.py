@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 import pytest
@@ -160,3 +161,19 @@ def test_the_extension_object_is_registered_itself(app: Flask, kp: KPSession):
 def test_routes_can_be_turned_off(make_app: AppFactory):
     app = make_app(KPSESSION_ROUTES_ENABLED=False)
     assert app.test_client().get("/auth/check").status_code == 404
+
+
+def test_an_unknown_key_is_reported_with_the_likely_one(
+    make_app: AppFactory, caplog: pytest.LogCaptureFixture
+):
+    caplog.set_level(logging.WARNING, logger="flask_kpsession")
+    app = make_app(KPSESSION_TIMEOUTS=5, KPSESSION_ZZZ=1)
+    assert app.extensions["kpsession"].settings(app).idle_timeout == timedelta(
+        minutes=120
+    )
+    messages = [r.getMessage() for r in caplog.records if "unknown" in r.getMessage()]
+    assert messages == [
+        "unknown configuration key KPSESSION_TIMEOUTS is ignored "
+        "(did you mean KPSESSION_TIMEOUT?)",
+        "unknown configuration key KPSESSION_ZZZ is ignored",
+    ]
