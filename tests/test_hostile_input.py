@@ -44,7 +44,7 @@ def live_token(site: Flask) -> str:
     return token
 
 
-def _error(response: Response, status: int, code: str | None = None) -> None:
+def _assert_error(response: Response, status: int, code: str | None = None) -> None:
     assert response.status_code == status, response.get_data(as_text=True)[:200]
     assert response.mimetype == "application/json"
     body = response.get_json()
@@ -92,7 +92,7 @@ def _post_login(client: FlaskClient, body: bytes | str, content_type: str | None
 )
 def test_malformed_json_is_400(site: Flask, user, body):
     response = _post_login(site.test_client(), body, "application/json")
-    _error(response, 400, "invalid_json")
+    _assert_error(response, 400, "invalid_json")
 
 
 @pytest.mark.parametrize(
@@ -110,7 +110,7 @@ def test_malformed_json_is_400(site: Flask, user, body):
 )
 def test_json_that_is_not_an_object_is_400(site: Flask, user, body):
     response = _post_login(site.test_client(), body, "application/json")
-    _error(response, 400, "invalid_request")
+    _assert_error(response, 400, "invalid_request")
     assert "object" in response.get_json()["message"]
 
 
@@ -133,7 +133,7 @@ _CREDENTIALS_JSON = json.dumps({"username": "alice", "password": PASSWORD})
 )
 def test_a_body_of_another_type_is_400(site: Flask, user, content_type):
     response = _post_login(site.test_client(), _CREDENTIALS_JSON, content_type)
-    _error(response, 400, "unsupported_media_type")
+    _assert_error(response, 400, "unsupported_media_type")
     assert "Set-Cookie" not in response.headers
 
 
@@ -141,7 +141,7 @@ def test_json_sent_as_form_fields_is_400_not_a_login(site: Flask, user):
     response = _post_login(
         site.test_client(), _CREDENTIALS_JSON, "application/x-www-form-urlencoded"
     )
-    _error(response, 400, "invalid_request")
+    _assert_error(response, 400, "invalid_request")
 
 
 @pytest.mark.parametrize(
@@ -167,7 +167,7 @@ def test_a_missing_field_is_400_naming_it(site: Flask, user, fields, encoding):
             data=fields,
             content_type="application/x-www-form-urlencoded",
         )
-    _error(response, 400, "invalid_request")
+    _assert_error(response, 400, "invalid_request")
     message = response.get_json()["message"]
     assert '"username"' in message or '"password"' in message
 
@@ -190,7 +190,7 @@ def test_a_field_that_is_not_a_string_is_400(site: Flask, user, field, value):
     body: dict[str, Any] = {"username": "alice", "password": PASSWORD}
     body[field] = value
     response = site.test_client().post("/auth/login", json=body)
-    _error(response, 400, "invalid_request")
+    _assert_error(response, 400, "invalid_request")
     assert f'"{field}" must be a string' in response.get_json()["message"]
 
 
@@ -215,14 +215,14 @@ def test_a_field_that_is_not_a_string_is_400(site: Flask, user, field, value):
 )
 def test_oversized_values_are_refused(site: Flask, user, body, status):
     response = site.test_client().post("/auth/login", json=body)
-    _error(response, status)
+    _assert_error(response, status)
 
 
 def test_an_oversized_form_body_is_413(site: Flask, user):
     response = site.test_client().post(
         "/auth/login", data={"username": "alice", "password": "x" * 70_000}
     )
-    _error(response, 413, "payload_too_large")
+    _assert_error(response, 413, "payload_too_large")
 
 
 @pytest.mark.parametrize(
@@ -249,7 +249,7 @@ def test_odd_unicode_in_the_fields(
 ):
     body = '{"username": ' + raw_username + ', "password": ' + raw_password + "}"
     response = _post_login(site.test_client(), body, "application/json")
-    _error(response, status)
+    _assert_error(response, status)
     assert "Set-Cookie" not in response.headers
 
 
@@ -259,7 +259,7 @@ def test_invalid_utf8_in_form_fields_is_just_a_wrong_login(site: Flask, user):
         b"username=al%ff%feice&password=%c3%28",
         "application/x-www-form-urlencoded",
     )
-    _error(response, 401, "invalid_credentials")
+    _assert_error(response, 401, "invalid_credentials")
 
 
 @pytest.mark.parametrize(
@@ -288,7 +288,7 @@ def test_unusual_but_valid_names_and_passwords_log_in(site: Flask, username, pas
         other = site.test_client().post(
             "/auth/login", json={"username": decomposed, "password": password}
         )
-        _error(other, 401, "invalid_credentials")
+        _assert_error(other, 401, "invalid_credentials")
 
 
 # -- tokens ---------------------------------------------------------------------
@@ -318,9 +318,9 @@ def _shape(name: str, live: str) -> str:
 
 
 def _assert_no_session(client: FlaskClient, **kwargs: Any) -> None:
-    _error(client.get("/auth/check", **kwargs), 401, "unauthorized")
-    _error(client.get("/private", **kwargs), 401, "unauthorized")
-    _error(client.get("/auth/sessions", **kwargs), 401, "unauthorized")
+    _assert_error(client.get("/auth/check", **kwargs), 401, "unauthorized")
+    _assert_error(client.get("/private", **kwargs), 401, "unauthorized")
+    _assert_error(client.get("/auth/sessions", **kwargs), 401, "unauthorized")
     logout = client.post("/auth/logout", **kwargs)
     assert logout.status_code == 200
     assert logout.get_json() == {"logged_out": False}
@@ -432,7 +432,7 @@ def test_odd_session_ids_to_revoke_are_404(site: Flask, live_token, session_id):
         f"/auth/sessions/{session_id}",
         headers={"Authorization": f"Bearer {live_token}"},
     )
-    _error(response, 404, "not_found")
+    _assert_error(response, 404, "not_found")
     _assert_still_live(site, live_token)
 
 
@@ -459,7 +459,7 @@ def test_malformed_logout_all_bodies_are_4xx(
             "Content-Type": content_type,
         },
     )
-    _error(response, status)
+    _assert_error(response, status)
     _assert_still_live(site, live_token)
 
 
@@ -473,7 +473,7 @@ def test_a_login_without_a_usable_client_address_is_400(site: Flask, user, remot
         json={"username": "alice", "password": PASSWORD},
         environ_base={"REMOTE_ADDR": remote_addr},
     )
-    _error(response, 400, "invalid_address")
+    _assert_error(response, 400, "invalid_address")
     assert "Set-Cookie" not in response.headers
 
 
@@ -491,7 +491,7 @@ def test_junk_forwarded_for_behind_proxyfix_is_400_not_500(
     junk = client.post(
         "/auth/login", json=credentials, headers={"X-Forwarded-For": "<script>"}
     )
-    _error(junk, 400, "invalid_address")
+    _assert_error(junk, 400, "invalid_address")
 
     real = client.post(
         "/auth/login", json=credentials, headers={"X-Forwarded-For": "203.0.113.9"}
