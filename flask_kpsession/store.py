@@ -273,6 +273,8 @@ class SessionStore:
             self.cache.clear()
 
     def _announce(self, found: Lookup, token: str, addr: str) -> None:
+        if not (found.removed or found.foreign or found.refreshed):
+            return  # the common case on the request path: nothing to tell
         app = current_app._get_current_object()  # type: ignore[attr-defined]
         if found.removed and found.verdict is not None:
             reason = _REMOVAL_REASONS[found.verdict]
